@@ -1,0 +1,233 @@
+# -*- test-case-name: hubproxy.test.test_site -*-
+"""
+Builds the resource tree and the Site around it.
+
+The request's path through the code follows its path through the system:
+L{HubproxySite} (access log, in-flight count) -> L{Root} (the guard's choke
+point, then routing by first path segment) -> a leaf resource -> the
+upstream client -> the relay back.  Everything is built from the config and
+injected objects, so tests build the real tree with fakes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from hubproxy import __version__
+from hubproxy.config import Config
+from hubproxy.errors import NotFound, style_for_path
+from hubproxy.handler import ErrorLeaf
+from hubproxy.upstream.client import UpstreamClient
+
+
+@dataclass
+class App:
+    """
+    What every resource may need, built once per service.
+
+    @ivar extras: optional components added by feature modules (caches,
+        metrics, rate limiter) keyed by name, so the core does not import
+        every feature.
+    """
+
+    config: Config
+    client: UpstreamClient
+    clock: IReactorTime
+    started_at: float
+    extras: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class InFlight:
+    """
+    Counts requests in progress, so shutdown can wait for them.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def started(self, request: Request) -> None:
+        self.count += 1
+        request.notifyFinish().addBoth(self._ended)
+
+    def _ended(self, _: Any) -> None:
+        self.count -= 1
+        if self.count == 0:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def idle(self) -> defer.Deferred[None]:
+        """
+        Fires when no request is in progress.
+        """
+        if self.count == 0:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+
+class Ready(Resource):
+    """
+    C{GET /ready}: liveness and version, for load balancers and probes.
+    Never rate limited, never touches an upstream.
+    """
+
+    isLeaf = True
+
+    def __init__(self, app: App) -> None:
+        super().__init__()
+        self._app = app
+
+    def render_GET(self, request: Request) -> bytes:
+        uptime = self._app.clock.seconds() - self._app.started_at
+        body = {
+            "ready": True,
+            "status": "ok",
+            "service": "hubproxy",
+            "version": __version__,
+            "start_time_unix": int(self._app.started_at),
+            "uptime_sec": round(uptime, 3),
+        }
+        if self._app.warnings:
+            body["warnings"] = list(self._app.warnings)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(body).encode() + b"\n"
+
+
+class Root(Resource):
+    """
+    The choke point: every request passes C{guard} first, then is routed by
+    its first path segment; whatever no route claims goes to the fallback
+    (the URL-prefix file proxy).
+
+    @param guard: C{(request, segment) -> Resource | None}; a resource
+        refuses the request, C{None} lets it pass.
+    """
+
+    def __init__(
+        self,
+        routes: dict[bytes, Resource],
+        fallback: Resource | None,
+        guard: Callable[[Request, bytes], Resource | None] | None = None,
+        in_flight: InFlight | None = None,
+    ) -> None:
+        super().__init__()
+        self._routes = routes
+        self._fallback = fallback
+        self._guard = guard
+        self.in_flight = in_flight or InFlight()
+        self.metrics: Any = None
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        self.in_flight.started(request)
+        if self.metrics is not None:
+            metrics = self.metrics
+            request.notifyFinish().addBoth(lambda _: metrics.observe_request(request))
+        if self._guard is not None:
+            refusal = self._guard(request, path)
+            if refusal is not None:
+                return refusal
+        child = self._routes.get(path)
+        if child is not None:
+            return child
+        if self._fallback is not None:
+            # The fallback reads the whole URI itself (/https://host/...).
+            request.postpath.insert(0, request.prepath.pop())
+            return self._fallback
+        return ErrorLeaf(NotFound("not found"), style_for_path(request.path))
+
+    def render(self, request: Request) -> Any:
+        # Only reached for a request with an empty path, which HTTP forbids.
+        return ErrorLeaf(NotFound("not found"), "text").render(request)
+
+
+class HubproxySite(Site):
+    """
+    A Site that logs structured access events instead of CLF lines, shows
+    no tracebacks, and exposes the in-flight counter.
+    """
+
+    log_ = Logger(namespace="hubproxy.access")
+    displayTracebacks = False
+
+    def __init__(self, root: Root, *, access_log: bool = True, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self.access_log = access_log
+        self.in_flight = root.in_flight
+        self.metrics = root.metrics
+
+    def log(self, request: Request) -> None:  # type: ignore[override]
+        if not self.access_log:
+            return
+        client = request.getClientAddress()
+        self.log_.info(
+            '{client} "{method} {uri} {proto}" {code} {bytes}',
+            client=getattr(client, "host", "-"),
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1")[:2048],
+            proto=request.clientproto.decode("latin-1"),
+            code=request.code,
+            bytes=request.sentLength,
+            user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1")[:256],
+            log_access=True,
+        )
+
+
+def make_site(root: Root, config: Config, clock: IReactorTime | None = None) -> HubproxySite:
+    kwargs: dict[str, Any] = {"access_log": config.log.access_log}
+    if clock is not None:
+        kwargs["reactor"] = clock
+    site = HubproxySite(root, **kwargs)
+    return site
+
+
+def make_root(app: App) -> Root:
+    """
+    Build the resource tree for C{app}.
+
+    Feature modules register their resources here and nowhere else, so the
+    whole HTTP surface of hubproxy can be read in this one function.
+    """
+    from hubproxy.guard import make_guard
+    from hubproxy.metrics import Metrics, MetricsResource
+
+    metrics = app.extras.get("metrics")
+    if metrics is None:
+        metrics = app.extras["metrics"] = Metrics()
+    app.client.on_request = metrics.observe_upstream
+    in_flight = InFlight()
+    routes: dict[bytes, Resource] = {b"ready": Ready(app), b"metrics": MetricsResource(metrics, lambda: in_flight.count)}
+    fallback: Resource | None = None
+    try:
+        from hubproxy.registry.resource import make_registry_resources
+    except ImportError:  # pragma: no cover - during staged development
+        make_registry_resources = None  # type: ignore[assignment]
+    if make_registry_resources is not None:
+        routes.update(make_registry_resources(app))
+    try:
+        from hubproxy.files.resource import FileProxy
+    except ImportError:  # pragma: no cover
+        FileProxy = None  # type: ignore[assignment,misc]
+    if FileProxy is not None:
+        fallback = FileProxy(app)
+    try:
+        from hubproxy.tools.resource import make_tool_resources
+    except ImportError:  # pragma: no cover
+        make_tool_resources = None  # type: ignore[assignment]
+    if make_tool_resources is not None:
+        routes.update(make_tool_resources(app))
+    root = Root(routes, fallback, guard=make_guard(app), in_flight=in_flight)
+    root.metrics = metrics
+    return root
