@@ -26,7 +26,7 @@ PACKAGES=(
   # upstream proxies
   microsocks tinyproxy
   # HTTP clients and load tools
-  curl wrk nghttp2-client jq ca-certificates
+  curl wget wrk nghttp2-client jq ca-certificates
   # unshare/mount for the resolv.conf guard around dockerd/ctr/podman
   util-linux mount
 )

@@ -278,6 +278,15 @@ class _Relay(Protocol):
         if not client_gone(self._request):
             self._unregister()
             if self._request.startedWriting:
+                # Logged here: an aborted response never reaches the access
+                # log (that runs on finish) nor the error page.
+                self.log.warn(
+                    "aborted {method} {uri} after {sent} bytes: {reason}",
+                    method=self._request.method.decode("latin-1"),
+                    uri=self._request.uri.decode("latin-1")[:2048],
+                    sent=self.sent,
+                    reason=getattr(reason.value, "message", None) or reason.getErrorMessage(),
+                )
                 abort(self._request)
                 self._gone = True
         self._settle(reason)

@@ -162,31 +162,80 @@ class HubproxySite(Site):
     log_ = Logger(namespace="hubproxy.access")
     displayTracebacks = False
 
-    def __init__(self, root: Root, *, access_log: bool = True, **kwargs: Any) -> None:
+    def __init__(self, root: Root, *, access_log: bool = True, json_stream: Any = None, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.access_log = access_log
+        # [log] format = "json": access events as one JSON object per line
+        # on this stream (stdout), for log shippers; other events stay text.
+        self.json_stream = json_stream
         self.in_flight = root.in_flight
         self.metrics = root.metrics
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Answer a TLS ClientHello on a plain-HTTP port at once (as Go's
+        net/http does) instead of waiting for a line that never comes:
+        skopeo and podman with C{--tls-verify=false} try HTTPS first and
+        would otherwise sit out a 10 s handshake timeout on every call.
+        """
+        channel = super().buildProtocol(addr)
+        if channel is None:
+            return None
+        forward, connect = channel.dataReceived, channel.makeConnection
+        state: dict[str, Any] = {"first": True, "transport": None}
+
+        def makeConnection(transport: Any) -> None:
+            state["transport"] = transport
+            connect(transport)
+
+        def dataReceived(data: bytes) -> None:
+            if state["first"]:
+                state["first"] = False
+                if data[:1] == b"\x16":
+                    transport = state["transport"]
+                    transport.write(
+                        b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n"
+                        b"Client sent an HTTPS request to a plain HTTP port.\n"
+                    )
+                    transport.loseConnection()
+                    return
+            forward(data)
+
+        channel.makeConnection = makeConnection
+        channel.dataReceived = dataReceived
+        return channel
 
     def log(self, request: Request) -> None:  # type: ignore[override]
         if not self.access_log:
             return
         client = request.getClientAddress()
-        self.log_.info(
-            '{client} "{method} {uri} {proto}" {code} {bytes}',
-            client=getattr(client, "host", "-"),
+        resolved = getattr(request, "_hubproxy_client", None)
+        fields = dict(
+            client=str(resolved) if resolved else getattr(client, "host", "-"),
             method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1")[:2048],
             proto=request.clientproto.decode("latin-1"),
             code=request.code,
             bytes=request.sentLength,
             user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1")[:256],
-            log_access=True,
         )
+        if self.json_stream is not None:
+            fields["time"] = self._reactor_time()
+            self.json_stream.write(json.dumps(fields) + "\n")
+            self.json_stream.flush()
+            return
+        self.log_.info('{client} "{method} {uri} {proto}" {code} {bytes}', log_access=True, **fields)
+
+    def _reactor_time(self) -> float:
+        return float(self.reactor.seconds()) if hasattr(self, "reactor") else 0.0
 
 
 def make_site(root: Root, config: Config, clock: IReactorTime | None = None) -> HubproxySite:
     kwargs: dict[str, Any] = {"access_log": config.log.access_log}
+    if config.log.format == "json":
+        import sys
+
+        kwargs["json_stream"] = sys.stdout
     if clock is not None:
         kwargs["reactor"] = clock
     site = HubproxySite(root, **kwargs)

@@ -212,15 +212,7 @@ class V2(AsyncLeaf):
                 return
             raise
         if response.code != 200:
-            body = b""
-            if method == "GET":
-                try:
-                    body = await read_body(response.response, 64 * 1024, self._app.clock, self._app.config.network.idle_timeout)
-                except HubproxyError:
-                    body = b""
-            else:
-                discard(response.response)
-            err = upstream_error(response.response, body, "manifests")
+            err = await self._upstream_failure(response, method, "manifests")
             if (err.status >= 500 or err.status == 429) and self._serve_stale(request, key, err.message):
                 return
             raise err
@@ -248,6 +240,20 @@ class V2(AsyncLeaf):
         if cache is not None:
             cache.put(key, manifest)
         self._send_manifest(request, manifest)
+
+    async def _upstream_failure(self, response: Any, method: str, kind: str) -> HubproxyError:
+        """
+        Read (a bounded part of) an upstream error body and classify it.
+        """
+        body = b""
+        if method == "GET":
+            try:
+                body = await read_body(response.response, 64 * 1024, self._app.clock, self._app.config.network.idle_timeout)
+            except HubproxyError:
+                body = b""
+        else:
+            discard(response.response)
+        return upstream_error(response.response, body, kind)
 
     def _serve_stale(self, request: Request, key: tuple[str, str, str, str], reason: str) -> bool:
         cache = self._registry.manifests
@@ -285,15 +291,7 @@ class V2(AsyncLeaf):
         method = request.method.decode("ascii")
         response = await self._registry.auth.request(registry, route.repository, method, url, headers)
         if response.code not in (200, 206, 304):
-            body = b""
-            if method == "GET":
-                try:
-                    body = await read_body(response.response, 64 * 1024, self._app.clock, self._app.config.network.idle_timeout)
-                except HubproxyError:
-                    body = b""
-            else:
-                discard(response.response)
-            raise upstream_error(response.response, body, "blobs")
+            raise await self._upstream_failure(response, method, "blobs")
         request.setResponseCode(response.code)
         for name in BLOB_RESPONSE_HEADERS:
             values = response.headers.getRawHeaders(name)

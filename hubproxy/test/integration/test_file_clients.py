@@ -249,10 +249,8 @@ class GitHubFileTests(F.SharedFixtures, SynchronousTestCase):
             self.assertIn("content-length: %d\r\n" % (end - start + 1), h)
 
     def test_release_resume_wget(self):
-        """C{wget -c} resumes a partial download through the proxy
-        (optional: skipped, even in CI, without wget)."""
-        if F.which("wget") is None:
-            raise SkipTest("wget is not installed (apt-get install wget)")
+        """C{wget -c} resumes a partial download through the proxy."""
+        F.require("wget")
         asset = self.gh.assets["tool.tar.gz"]
         with open(asset["path"], "rb") as f:
             data = f.read()

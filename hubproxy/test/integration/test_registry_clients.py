@@ -492,8 +492,6 @@ idleTimeout = 30
                 pass  # refused at once: what we want
         self.assertLess(time.monotonic() - t0, 2)
 
-    test_tls_hello_on_plain_port_answered_at_once.todo = (  # type: ignore[attr-defined]
-        "product: plain port does not answer a TLS ClientHello (10 s per skopeo/podman invocation)")
 
     def test_missing_tag(self):
         """A tag the upstream does not have: 404 MANIFEST_UNKNOWN, for HEAD too."""
