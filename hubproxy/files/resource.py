@@ -118,6 +118,10 @@ class FileProxy(AsyncLeaf):
             # Location on the proxy, as the Hub would.
             if hf.follow_server_side(current, url):
                 return True
+            if rewrite_location(url, current, origin) is None:
+                # Not expressible on the proxy: follow it here, where the
+                # address policy decides, never hand it to the client raw.
+                return True
             return not is_proxyable_host(hyperlink.URL.from_text(url).host)
 
         upstream = await self._app.client.request(

@@ -276,6 +276,10 @@ class UpstreamClient:
         @raise DisallowedURL: an untrusted URL the policy refuses.
         """
         parsed = hyperlink.URL.from_text(url)
+        if not trusted and parsed.userinfo:
+            # Checked before the override: "evil%2f@github.com" must not
+            # become a trusted github.com request with odd user-info.
+            raise DisallowedURL("URLs with user-info (user@host) are not allowed")
         base = self._overrides.get(parsed.host.lower().rstrip("."))
         if base is not None:
             parsed = parsed.replace(scheme=base.scheme, host=base.host, port=base.port)
@@ -389,6 +393,9 @@ class UpstreamClient:
         try:
             response = await d
             status = response.code
+        except ValueError as e:
+            # Twisted refuses some host spellings only when connecting.
+            raise BadGateway(f"unusable upstream URL: {e}") from None
         except Exception:
             if timed_out:
                 raise GatewayTimeout(
