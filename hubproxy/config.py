@@ -258,12 +258,16 @@ class NetworkConfig:
     @ivar connect_timeout: seconds to establish a connection.
     @ivar response_timeout: seconds from request to response headers.
     @ivar idle_timeout: seconds without a byte mid-body.
+    @ivar ca_file: extra PEM bundle of CA certificates trusted for upstream
+        TLS besides the platform's roots (a corporate TLS-inspecting proxy,
+        an internal registry's CA); C{""} for none.
     """
 
     allow_networks: tuple[IPNetwork, ...] = ()
     connect_timeout: float = 10.0
     response_timeout: float = 60.0
     idle_timeout: float = 120.0
+    ca_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +475,7 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         "tokenCache": ("enabled", "defaultTTL"),
         "registries": (),
         "upstreams": (),
-        "network": ("allowNetworks", "connectTimeout", "responseTimeout", "idleTimeout"),
+        "network": ("allowNetworks", "connectTimeout", "responseTimeout", "idleTimeout", "caFile"),
         "github": ("rewriteScripts",),
         "log": ("accessLog", "format"),
         "metrics": ("public",),
@@ -981,7 +985,28 @@ def _build_network(s: Mapping[str, Any], r: _Reader) -> NetworkConfig:
         connect_timeout=seconds("connectTimeout", d.connect_timeout),
         response_timeout=seconds("responseTimeout", d.response_timeout),
         idle_timeout=seconds("idleTimeout", d.idle_timeout),
+        ca_file=_ca_file(s["caFile"], r) if "caFile" in s else d.ca_file,
     )
+
+
+def _ca_file(value: object, r: _Reader) -> str:
+    """
+    C{[network] caFile}: a readable PEM file with at least one certificate.
+    """
+    path = ["network", "caFile"]
+    file_path = r.string(value, path).strip()
+    if not file_path:
+        return ""
+    if not os.path.isfile(file_path):
+        raise r.error(path, f"{json.dumps(file_path)}: file not found")
+    try:
+        with open(file_path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise r.error(path, f"{json.dumps(file_path)}: cannot read: {e.strerror or e}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise r.error(path, f"{json.dumps(file_path)}: no PEM certificate in the file")
+    return file_path
 
 
 def _build_github(s: Mapping[str, Any], r: _Reader) -> GithubConfig:

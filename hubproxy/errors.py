@@ -138,6 +138,13 @@ def to_error(failure: Failure) -> HubproxyError:
         return BadGateway("upstream refused the connection")
     if isinstance(exc, ierror.ConnectError):
         return BadGateway(f"cannot connect to upstream: {exc.__class__.__name__}")
+    reasons = getattr(exc, "reasons", None) or []
+    for reason in reasons:
+        text = repr(getattr(reason, "value", reason))
+        if "VerificationError" in text or "certificate verify failed" in text:
+            return BadGateway("upstream TLS certificate could not be verified")
+        if "SSL" in text:
+            return BadGateway("upstream TLS handshake failed")
     if isinstance(
         exc,
         (

@@ -21,6 +21,7 @@ from hubproxy.tap import DrainService, PoolService
 from hubproxy.upstream.client import UpstreamClient, make_client
 from hubproxy.upstream.policy import AddressPolicy
 from hubproxy.upstream.tls import make_tls_policy
+from hubproxy.upstream.tunnels import Tunnel, make_tunnel
 
 log = Logger(namespace="hubproxy")
 
@@ -40,8 +41,29 @@ def trusted_bases(config: Config) -> list[str]:
     return [r.upstream for r in config.registries.values()] + list(config.upstreams.values())
 
 
+def build_tunnel(config: Config, reactor: Any) -> Tunnel | None:
+    """
+    The upstream proxy (C{[access] proxy} minus C{noProxy}), or C{None}.
+
+    With a proxy, the proxy resolves upstream names: the connect-time
+    address filter cannot see where a derived URL's host name points, so
+    the host-name allowlist and the literal-IP check are the gate and the
+    proxy is trusted (see L{hubproxy.upstream.tunnels}).
+    """
+    tunnel = make_tunnel(reactor, config.access.proxy, config.access.no_proxy, config.network.connect_timeout)
+    if tunnel is not None:
+        log.info(
+            "upstream proxy {proxy} for all upstream connections{bypass}",
+            proxy=tunnel.proxy.display,
+            bypass=f" except noProxy {list(config.access.no_proxy)}" if config.access.no_proxy else "",
+        )
+    return tunnel
+
+
 def build_client(config: Config, reactor: Any) -> tuple[UpstreamClient, list[Any]]:
     policy = AddressPolicy(NetworkSet(config.network.allow_networks))
+    if config.network.ca_file and not config.skip_tls_verify:
+        log.info("upstream TLS: trusting the platform roots plus {ca_file}", ca_file=config.network.ca_file)
     return make_client(
         reactor,
         policy=policy,
@@ -50,7 +72,8 @@ def build_client(config: Config, reactor: Any) -> tuple[UpstreamClient, list[Any
         connect_timeout=config.network.connect_timeout,
         response_timeout=config.network.response_timeout,
         idle_timeout=config.network.idle_timeout,
-        https_policy=make_tls_policy(getattr(config.network, "ca_file", ""), config.skip_tls_verify),
+        https_policy=make_tls_policy(config.network.ca_file, config.skip_tls_verify),
+        tunnel=build_tunnel(config, reactor),
     )
 
 

@@ -9,11 +9,12 @@ bad config prints one line naming the key and exits with status 1.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -40,6 +41,14 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.config_obj, self.warnings = load_config(self["config"])
+            tls = self.config_obj.server.tls
+            if tls.enabled:
+                # Load the certificate now: a bad one is a config error,
+                # reported before anything is bound.
+                try:
+                    tls_options(tls.cert, tls.key)
+                except ValueError as e:
+                    raise ConfigError(self.config_obj.source, "server.tls", str(e)) from None
         except ConfigError as e:
             # One clear line and exit 1; twistd's usage dump would bury it.
             sys.stderr.write(f"{e}\n")
@@ -53,6 +62,139 @@ def listen_description(host: str, port: int) -> str:
     """
     interface = host.replace(":", r"\:")
     return f"tcp:{port}:interface={interface}"
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+#: The client connection preface of HTTP/2 (RFC 9113 section 3.4).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def tls_options(cert_path: str, key_path: str) -> Any:
+    """
+    Server TLS options from PEM files (the certificate file may hold the
+    chain after the leaf), offering HTTP/2 and HTTP/1.1 by ALPN.
+
+    twisted.web's HTTP factory switches a connection to HTTP/2 when ALPN
+    chose C{h2}; the C{ssl:} strports description cannot set ALPN, hence
+    this.
+
+    @raise ValueError: unreadable files, no certificate, a key that does
+        not match the certificate.
+    """
+    from OpenSSL import SSL, crypto
+    from twisted.internet import ssl
+    from twisted.web.http import H2_ENABLED
+
+    try:
+        with open(cert_path, "rb") as f:
+            cert_pem = f.read()
+        with open(key_path, "rb") as f:
+            key_pem = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {e.filename}: {e.strerror}") from None
+    blocks = _PEM_CERT.findall(cert_pem)
+    if not blocks:
+        raise ValueError(f"{cert_path}: no PEM certificate in the file")
+    try:
+        certs = [crypto.load_certificate(crypto.FILETYPE_PEM, block) for block in blocks]
+    except crypto.Error as e:
+        raise ValueError(f"{cert_path}: not a valid PEM certificate ({e})") from None
+    try:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    except crypto.Error:
+        raise ValueError(f"{key_path}: not a valid unencrypted PEM private key") from None
+    protocols = [b"h2", b"http/1.1"] if H2_ENABLED else [b"http/1.1"]
+    options = ssl.CertificateOptions(
+        privateKey=key,
+        certificate=certs[0],
+        extraCertChain=certs[1:],
+        acceptableProtocols=protocols,
+    )
+    try:
+        options.getContext()
+    except SSL.Error as e:
+        raise ValueError(f"certificate and key do not match or cannot be used ({e})") from None
+    return options
+
+
+class H2CFactory(protocol.Factory):
+    """
+    C{[server] enableH2C}: accept cleartext HTTP/2 with prior knowledge.
+
+    Wraps the site: each connection's first bytes are compared with the
+    HTTP/2 connection preface.  If they are the preface, the connection is
+    marked as having "negotiated" C{h2} and twisted.web's generic HTTP
+    channel switches to its HTTP/2 implementation, exactly as after TLS
+    ALPN; anything else is HTTP/1.x as before.  (The HTTP/1.1 C{Upgrade:
+    h2c} dance is not implemented: twisted.web has none, and RFC 9113
+    deprecates it.  Such requests are answered over HTTP/1.1, which the
+    upgrade rules allow.)
+    """
+
+    def __init__(self, site: Any) -> None:
+        self.site = site
+
+    def doStart(self) -> None:
+        self.site.doStart()
+
+    def doStop(self) -> None:
+        self.site.doStop()
+
+    def logPrefix(self) -> str:
+        return str(self.site.logPrefix())
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = self.site.buildProtocol(addr)
+        if channel is None:
+            return None
+        forward, connect = channel.dataReceived, channel.makeConnection
+        state: dict[str, Any] = {"buffer": b"", "decided": False, "transport": None}
+
+        def makeConnection(transport: Any) -> None:
+            state["transport"] = transport
+            connect(transport)
+
+        def dataReceived(data: bytes) -> None:
+            if state["decided"]:
+                forward(data)
+                return
+            buffered = state["buffer"] + data
+            if len(buffered) < len(H2_PREFACE) and H2_PREFACE.startswith(buffered):
+                state["buffer"] = buffered
+                return
+            state["decided"], state["buffer"] = True, b""
+            if buffered.startswith(H2_PREFACE) and state["transport"] is not None:
+                # What TLS would have set after ALPN; the generic channel
+                # reads it on its first dataReceived.
+                state["transport"].negotiatedProtocol = b"h2"
+            forward(buffered)
+
+        channel.makeConnection = makeConnection
+        channel.dataReceived = dataReceived
+        return channel
+
+
+def listener(config: Any, factory: Any, reactor: Any) -> service.Service:
+    """
+    The listening service: HTTPS (HTTP/2 by ALPN) when C{[server] tls} is
+    set, else plain HTTP (with cleartext HTTP/2 when C{enableH2C}).
+    """
+    from twisted.web.http import H2_ENABLED
+
+    server = config.server
+    if server.tls.enabled:
+        from twisted.application.internet import StreamServerEndpointService
+        from twisted.internet.endpoints import SSL4ServerEndpoint
+
+        endpoint = SSL4ServerEndpoint(reactor, server.port, tls_options(server.tls.cert, server.tls.key), interface=server.host)
+        return StreamServerEndpointService(endpoint, factory)
+    if server.enable_h2c:
+        if H2_ENABLED:
+            factory = H2CFactory(factory)
+        else:  # pragma: no cover - twisted[http2] is a dependency
+            log.warn("enableH2C is set but the h2 package is missing: serving HTTP/1.1 only")
+    return strports.service(listen_description(server.host, server.port), factory)
 
 
 class DrainService(service.Service):
@@ -124,13 +266,19 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     parts = build_services(config, reactor)
     for svc in parts.services:
         svc.setServiceParent(top)
-    listener = strports.service(listen_description(config.server.host, config.server.port), parts.factory)
-    listener.setServiceParent(top)
+    listener(config, parts.factory, reactor).setServiceParent(top)
+    if config.server.tls.enabled:
+        serving = "HTTPS (HTTP/2 and HTTP/1.1 by ALPN)"
+    elif config.server.enable_h2c:
+        serving = "HTTP/1.1 and cleartext HTTP/2 (prior knowledge)"
+    else:
+        serving = "HTTP/1.1"
     log.info(
-        "hubproxy {version} listening on {host}:{port} (config: {source})",
+        "hubproxy {version} listening on {host}:{port}, {serving} (config: {source})",
         version=__version__,
         host=config.server.host,
         port=config.server.port,
+        serving=serving,
         source=config.source,
     )
     return top

@@ -192,7 +192,7 @@ class ShippedConfigTests(ConfigTestCase):
             "access": {"whiteList", "blackList", "proxy", "noProxy"},
             "download": {"maxImages"},
             "tokenCache": {"enabled", "defaultTTL"},
-            "network": {"allowNetworks", "connectTimeout", "responseTimeout", "idleTimeout"},
+            "network": {"allowNetworks", "connectTimeout", "responseTimeout", "idleTimeout", "caFile"},
             "github": {"rewriteScripts"},
             "log": {"accessLog", "format"},
             "metrics": {"public"},
@@ -272,6 +272,7 @@ allowNetworks = ["127.0.0.0/8", "fd00::/8"]
 connectTimeout = 1
 responseTimeout = 2.5
 idleTimeout = 3
+caFile = "CAFILE"
 
 [github]
 rewriteScripts = false
@@ -292,7 +293,8 @@ class RoundTripTests(ConfigTestCase):
         """
         cert = self.write("cert", "cert.pem")
         key = self.write("key", "key.pem")
-        c, warnings = self.load(FULL.replace("CERT", cert).replace("KEY", key))
+        ca = self.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "ca.pem")
+        c, warnings = self.load(FULL.replace("CERT", cert).replace("KEY", key).replace("CAFILE", ca))
         self.assertEqual(warnings, ['config.toml: key "proxy" ignored: access.proxy is also set (and wins)'.replace("config.toml", c.source)])
         self.assertEqual(
             c.server,
@@ -333,10 +335,27 @@ class RoundTripTests(ConfigTestCase):
             dict(c.upstreams),
             {"github.com": "http://127.0.0.1:8080", "raw.githubusercontent.com": "https://raw-mirror.internal"},
         )
-        self.assertEqual(c.network, NetworkConfig((net("127.0.0.0/8"), net("fd00::/8")), 1.0, 2.5, 3.0))
+        self.assertEqual(c.network, NetworkConfig((net("127.0.0.0/8"), net("fd00::/8")), 1.0, 2.5, 3.0, ca))
         self.assertEqual(c.github, GithubConfig(False))
         self.assertEqual(c.log, LogConfig(False, "json"))
         self.assertEqual(c.metrics, MetricsConfig(True))
+
+    def test_ca_file(self) -> None:
+        """
+        C{[network] caFile} must name a file holding a PEM certificate; an
+        empty string means none.
+        """
+        c, warnings = self.load('[network]\ncaFile = ""\n')
+        self.assertEqual((c.network.ca_file, warnings), ("", []))
+        not_pem = self.write("just text\n", "notpem.txt")
+        self.assertEqual(
+            self.loadError(f'[network]\ncaFile = "{not_pem}"\n'),
+            f'config.toml: network.caFile: "{not_pem}": no PEM certificate in the file',
+        )
+        self.assertEqual(
+            self.loadError(f'[network]\ncaFile = "{self.dir}"\n'),
+            f'config.toml: network.caFile: "{self.dir}": file not found',
+        )
 
     def test_error_pickles(self) -> None:
         """
@@ -529,6 +548,8 @@ class ValidationTests(ConfigTestCase):
             ("[network]\nconnectTimeout = 0", "config.toml: network.connectTimeout: expected a number of seconds > 0, got 0"),
             ("[network]\nresponseTimeout = -5", "config.toml: network.responseTimeout: expected a number of seconds > 0, got -5"),
             ("[network]\nidleTimeout = false", "config.toml: network.idleTimeout: expected a number of seconds > 0, got false"),
+            ("[network]\ncaFile = 5", "config.toml: network.caFile: expected a string, got 5"),
+            ('[network]\ncaFile = "/nonexistent/ca.pem"', 'config.toml: network.caFile: "/nonexistent/ca.pem": file not found'),
             ('[github]\nrewriteScripts = "no"', 'config.toml: github.rewriteScripts: expected true or false, got "no"'),
             ('[log]\nformat = "xml"', 'config.toml: log.format: expected "text" or "json", got "xml"'),
             ("[log]\naccessLog = 0", "config.toml: log.accessLog: expected true or false, got 0"),

@@ -10,8 +10,16 @@ Two things happen here rather than in the agent:
    resolved to, at connect time, so a host name that resolves to a private
    address (or flips to one: DNS rebinding) is refused even though the name
    itself looked harmless;
- - TLS, layered on the TCP (or, later, tunnel) endpoint with the *host name*
-   for SNI and certificate verification.
+ - TLS, layered on the TCP or tunnel endpoint with the *host name* for SNI
+   and certificate verification.
+
+With an upstream proxy (C{[access] proxy}, L{hubproxy.upstream.tunnels})
+the tunnel endpoint replaces the TCP one for every host not in C{noProxy},
+for both agents.  The proxy resolves the name, so the connect-time address
+check above cannot see where a derived URL's host name points: behind a
+proxy the gate is the host-name allowlist plus the literal-IP check of
+L{hubproxy.upstream.policy.check_outside_url} (which still runs), and the
+upstream proxy itself is trusted not to reach what it must not.
 """
 
 from __future__ import annotations
