@@ -29,6 +29,9 @@ PACKAGES=(
   curl wget wrk nghttp2-client jq ca-certificates
   # unshare/mount for the resolv.conf guard around dockerd/ctr/podman
   util-linux mount
+  # headless browser for the web UI tests (driven over --remote-debugging-pipe
+  # with the standard library: no Playwright, no browser download)
+  chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -68,7 +71,7 @@ apt-get -q install -y --no-install-recommends \
 
 # Verify the programs the fixtures look for are really there.
 for exe in docker-registry skopeo podman dockerd docker containerd ctr runc nginx fcgiwrap git \
-           microsocks tinyproxy curl wrk jq nghttp unshare; do
+           microsocks tinyproxy curl wrk jq nghttp unshare chromium; do
   if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$exe" >/dev/null; then
     echo "install-deps.sh: $exe still missing" >&2
     exit 1

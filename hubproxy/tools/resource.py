@@ -35,9 +35,32 @@ class Dispatch(Resource):
 
 
 def make_tool_resources(app: Any) -> dict[bytes, Resource]:
+    """
+    The tools' routes for L{hubproxy.site.make_root}: the JSON APIs, the
+    offline tars, search and (unless C{enableFrontend = false}) the web UI.
+    """
+    from hubproxy.tools.download import DownloadResource, Downloads, ImageBatch, ImageDownload, ImageInfo
+    from hubproxy.tools.search import ApiSearch, ApiTags, DockerHub, SearchPage
+    from hubproxy.tools.ui import Page, make_ui_resources
+
     api_children: dict[bytes, Resource] = {}
     token_admin = app.extras.get("token_admin")
     if token_admin is not None:
         api_children[b"cache"] = Dispatch({b"tokens": token_admin})
-    routes: dict[bytes, Resource] = {b"api": Dispatch(api_children)}
+    routes: dict[bytes, Resource] = {}
+    if "registry" in app.extras:
+        downloads = Downloads(app)
+        app.extras["downloads"] = downloads
+        api_children[b"image"] = Dispatch(
+            {b"download": ImageDownload(downloads), b"batch": ImageBatch(downloads), b"info": ImageInfo(downloads)}
+        )
+        routes[b"download"] = DownloadResource(downloads)
+    hub = DockerHub(app)
+    app.extras["docker_hub"] = hub
+    api_children[b"search"] = ApiSearch(hub)
+    api_children[b"tags"] = ApiTags(hub)
+    routes[b"api"] = Dispatch(api_children)
+    routes.update(make_ui_resources(app))
+    page = Page("search.html") if app.config.server.enable_frontend else None
+    routes[b"search"] = SearchPage(hub, page)
     return routes
