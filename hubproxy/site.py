@@ -12,12 +12,12 @@ injected objects, so tests build the real tree with fakes.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -25,6 +25,7 @@ from hubproxy import __version__
 from hubproxy.config import Config
 from hubproxy.errors import NotFound, style_for_path
 from hubproxy.handler import ErrorLeaf
+from hubproxy.logs import AccessLog
 from hubproxy.upstream.client import UpstreamClient
 
 
@@ -155,19 +156,16 @@ class Root(Resource):
 
 class HubproxySite(Site):
     """
-    A Site that logs structured access events instead of CLF lines, shows
-    no tracebacks, and exposes the in-flight counter.
+    A Site that writes its access lines through L{AccessLog} (batched,
+    text or JSON) instead of CLF lines, shows no tracebacks, and exposes the
+    in-flight counter.
     """
 
-    log_ = Logger(namespace="hubproxy.access")
     displayTracebacks = False
 
-    def __init__(self, root: Root, *, access_log: bool = True, json_stream: Any = None, **kwargs: Any) -> None:
+    def __init__(self, root: Root, *, access_log: AccessLog | None = None, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.access_log = access_log
-        # [log] format = "json": access events as one JSON object per line
-        # on this stream (stdout), for log shippers; other events stay text.
-        self.json_stream = json_stream
         self.in_flight = root.in_flight
         self.metrics = root.metrics
 
@@ -206,40 +204,33 @@ class HubproxySite(Site):
         return channel
 
     def log(self, request: Request) -> None:  # type: ignore[override]
-        if not self.access_log:
+        if self.access_log is None:
             return
-        client = request.getClientAddress()
         resolved = getattr(request, "_hubproxy_client", None)
-        fields = dict(
-            client=str(resolved) if resolved else getattr(client, "host", "-"),
-            method=request.method.decode("latin-1"),
-            uri=request.uri.decode("latin-1")[:2048],
-            proto=request.clientproto.decode("latin-1"),
-            code=request.code,
-            bytes=request.sentLength,
-            user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1")[:256],
+        self.access_log.record(
+            str(resolved) if resolved else getattr(request.getClientAddress(), "host", "-"),
+            request.method.decode("latin-1"),
+            request.uri.decode("latin-1")[:2048],
+            request.clientproto.decode("latin-1"),
+            request.code,
+            request.sentLength,
+            (request.getHeader(b"user-agent") or b"").decode("latin-1")[:256],
         )
-        if self.json_stream is not None:
-            fields["time"] = self._reactor_time()
-            self.json_stream.write(json.dumps(fields) + "\n")
-            self.json_stream.flush()
-            return
-        self.log_.info('{client} "{method} {uri} {proto}" {code} {bytes}', log_access=True, **fields)
-
-    def _reactor_time(self) -> float:
-        return float(self.reactor.seconds()) if hasattr(self, "reactor") else 0.0
 
 
-def make_site(root: Root, config: Config, clock: IReactorTime | None = None) -> HubproxySite:
-    kwargs: dict[str, Any] = {"access_log": config.log.access_log}
-    if config.log.format == "json":
-        import sys
-
-        kwargs["json_stream"] = sys.stdout
-    if clock is not None:
-        kwargs["reactor"] = clock
-    site = HubproxySite(root, **kwargs)
-    return site
+def make_site(
+    root: Root, config: Config, clock: IReactorTime | None = None, stream: IO[str] | None = None
+) -> HubproxySite:
+    """
+    The Site for C{root}; access lines (C{[log] accessLog}) go to C{stream},
+    standard output by default, batched on C{clock}.
+    """
+    if clock is None:
+        from twisted.internet import reactor as clock  # type: ignore[no-redef]
+    access_log = None
+    if config.log.access_log:
+        access_log = AccessLog(stream if stream is not None else sys.stdout, clock, json_lines=config.log.format == "json")
+    return HubproxySite(root, access_log=access_log, reactor=clock)
 
 
 def make_root(app: App) -> Root:

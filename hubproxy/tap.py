@@ -264,6 +264,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     # -15; a drained SIGTERM is a clean stop, and the contract says exit 0.
     reactor.addSystemEventTrigger("after", "shutdown", _clean_exit_on_sigterm, reactor)
     parts = build_services(config, reactor)
+    if parts.site.access_log is not None:
+        # the last batch of access lines, after the drain
+        reactor.addSystemEventTrigger("after", "shutdown", parts.site.access_log.flush)
     for svc in parts.services:
         svc.setServiceParent(top)
     listener(config, parts.factory, reactor).setServiceParent(top)

@@ -220,3 +220,23 @@ class EndpointTests(SynchronousTestCase):
         factory = EndpointFactory(reactor, make_tls_policy(), 5)
         factory.endpointForURI(URI.fromBytes(b"http://fixture:5000/")).connect(Factory.forProtocol(Protocol))
         self.assertEqual(reactor.tcpClients[0][:2], ("127.0.0.1", 5000))
+
+    def test_large_upstream_reads(self) -> None:
+        """
+        Upstream TCP connections read UPSTREAM_READ_SIZE bytes per recv()
+        (tcp.Client's C{bufferSize}); other transports are left alone.
+        """
+        from twisted.internet.testing import StringTransport
+
+        from hubproxy.upstream.endpoints import UPSTREAM_READ_SIZE
+
+        reactor = MemoryReactorClock()
+        factory = EndpointFactory(reactor, make_tls_policy(), 5)
+        d = factory.endpointForURI(URI.fromBytes(b"http://fixture:5000/")).connect(Factory.forProtocol(Protocol))
+        transport = StringTransport()
+        transport.bufferSize = 64 * 1024  # as tcp.Client has
+        reactor.tcpClients[0][2].buildProtocol(None).makeConnection(transport)
+        protocol = self.successResultOf(d)
+        self.assertIs(protocol.transport, transport)
+        self.assertEqual(transport.bufferSize, UPSTREAM_READ_SIZE)
+        self.assertGreater(UPSTREAM_READ_SIZE, 64 * 1024)

@@ -37,22 +37,75 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(data["uptime_sec"], 12.5)
         self.assertIn("version", data)
 
+    def access_lines(self, toml: str, *requests: bytes) -> tuple[Harness, io.StringIO, bytes]:
+        h = Harness(Nothing(), toml)
+        stream = io.StringIO()
+        site = make_site(h.root, h.config, clock=h.clock, stream=stream)
+        peer = IPv4Address("TCP", "127.0.0.1", 1234)
+        channel = site.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        channel.makeConnection(transport)
+        for data in requests:
+            channel.dataReceived(data)
+        return h, stream, transport.value()
+
     def test_json_access_log(self) -> None:
         """
-        With C{[log] format = "json"} each finished request is one JSON line.
+        With C{[log] format = "json"} each finished request is one JSON line,
+        written within the batching interval.
         """
-        h = Harness(Nothing(), '[log]\nformat = "json"\n')
-        stream = io.StringIO()
-        site = make_site(h.root, h.config, clock=h.clock)
-        site.json_stream = stream
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(b"GET /ready HTTP/1.1\r\nHost: x\r\nUser-Agent: probe/1\r\n\r\n")
-        self.assertIn(b"200 OK", transport.value())
+        h, stream, sent = self.access_lines(
+            '[log]\nformat = "json"\n', b"GET /ready HTTP/1.1\r\nHost: x\r\nUser-Agent: probe/1\r\n\r\n"
+        )
+        self.assertIn(b"200 OK", sent)
+        self.assertEqual(stream.getvalue(), "")  # batched, not yet written
+        h.clock.advance(0.1)
         line = json.loads(stream.getvalue().splitlines()[0])
         self.assertEqual((line["method"], line["uri"], line["code"], line["user_agent"]), ("GET", "/ready", 200, "probe/1"))
+        self.assertEqual(line["client"], "127.0.0.1")
         self.assertGreater(line["bytes"], 0)
+
+    def test_text_access_log(self) -> None:
+        """
+        Text lines look like twistd's own log lines; several requests are
+        written together.
+        """
+        h, stream, sent = self.access_lines(
+            "",
+            b"GET /ready HTTP/1.1\r\nHost: x\r\nUser-Agent: a \"quoted\" agent\r\n\r\n",
+            b"GET /v2/_catalog HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        h.clock.advance(0.1)
+        lines = stream.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[hubproxy.access#info\] 127.0.0.1 "GET /ready HTTP/1.1" 200 \d+ "a \\"quoted\\" agent"$')
+        self.assertRegex(lines[1], r'"GET /v2/_catalog HTTP/1.1" 405 \d+ ""$')
+
+    def test_access_log_off(self) -> None:
+        h, stream, sent = self.access_lines("[log]\naccessLog = false\n", b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", sent)
+        h.clock.advance(1)
+        self.assertEqual(stream.getvalue(), "")
+
+    def test_access_log_batches(self) -> None:
+        """
+        Lines are held for at most the interval, written at C{max_lines}, and
+        a flush (shutdown) writes the rest; a closed stream is not an error.
+        """
+        from hubproxy.logs import AccessLog
+
+        clock = Clock()
+        stream = io.StringIO()
+        log = AccessLog(stream, clock, interval=0.1, max_lines=3)
+        for i in range(4):
+            log.record("192.0.2.1", "GET", f"/{i}", "HTTP/1.1", 200, i, "ua")
+        self.assertEqual(len(stream.getvalue().splitlines()), 3)
+        log.flush()
+        self.assertEqual(len(stream.getvalue().splitlines()), 4)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        stream.close()
+        log.record("192.0.2.1", "GET", "/late", "HTTP/1.1", 200, 0, "ua")
+        clock.advance(0.1)  # writing to the closed stream is swallowed
 
     def test_tls_hello_on_plain_port(self) -> None:
         """

@@ -136,6 +136,7 @@ class HubproxyProcess:
         self.cwd = cwd or self.dir
         self.log_path = os.path.join(self.dir, "hubproxy.log")
         self.proc: subprocess.Popen[Any] | None = None
+        self._sync = 0
         test.addCleanup(self.stop)
 
     @property
@@ -153,14 +154,14 @@ class HubproxyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"hubproxy exited with {self.proc.returncode}:\n{self.log()}")
+                raise AssertionError(f"hubproxy exited with {self.proc.returncode}:\n{self._read()}")
             try:
                 with urllib.request.urlopen(self.url + "/ready", timeout=1) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)
-        raise AssertionError(f"hubproxy not ready in {timeout}s:\n{self.log()}")
+        raise AssertionError(f"hubproxy not ready in {timeout}s:\n{self._read()}")
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -171,6 +172,30 @@ class HubproxyProcess:
         return rc
 
     def log(self) -> str:
+        """
+        The process's output so far, access lines included.  hubproxy
+        writes access lines in batches (L{hubproxy.logs.AccessLog}), so
+        while it runs a marker request is sent and waited for (bounded):
+        lines are written in order, so everything logged before it is in.
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            self._sync += 1
+            marker = f"/ready?log-sync={self._sync}"
+            try:
+                urllib.request.urlopen(self.url + marker, timeout=2).close()
+                served = True
+            except urllib.error.HTTPError as e:  # refused (a blacklist test): still logged
+                e.close()
+                served = True
+            except (urllib.error.URLError, OSError):
+                served = False
+            if served:
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and marker not in self._read():
+                    time.sleep(0.02)
+        return self._read()
+
+    def _read(self) -> str:
         try:
             with open(self.log_path, errors="replace") as f:
                 return f.read()

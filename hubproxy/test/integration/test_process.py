@@ -75,6 +75,8 @@ class PluginTests(TestCase):
         self.assertIn("version", body)
         rc = proc.stop()
         self.assertEqual(rc, 0, proc.log())
+        # the access line, batched, was written at shutdown at the latest
+        self.assertRegex(proc.log(), r'\[hubproxy.access#info\] 127.0.0.1 "GET /ready HTTP/1.1" 200 \d+ "Python-urllib/')
 
     def test_tac_serves(self) -> None:
         port = free_port()
