@@ -224,6 +224,15 @@ def abort(request: Request) -> None:
     if stream_abort is not None and not hasattr(channel, "forceAbortClient"):
         # H2Stream: RST_STREAM for this stream only.
         stream_abort()
+        # Twisted's H2Connection.abortRequest resets the stream and forgets
+        # it, but (unlike a reset by the peer) never tells the request, so
+        # notifyFinish() would never fire: the in-flight count, the relay
+        # and the request would leak, and a SIGTERM drain would wait out its
+        # whole grace period.  Tell it, unless the connection already did.
+        conn = getattr(channel, "_conn", None)
+        streams = getattr(conn, "streams", {})
+        if getattr(channel, "streamID", None) not in streams and not getattr(request, "_disconnected", False):
+            request.connectionLost(Failure(ierror.ConnectionLost("HTTP/2 stream reset by hubproxy")))
         return
     transport = getattr(channel, "transport", None)
     if transport is not None:
