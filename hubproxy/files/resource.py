@@ -87,8 +87,15 @@ class FileProxy(AsyncLeaf):
         except RefusedURL as e:
             raise Forbidden(e.reason) from None
         access = self._app.extras.get("repo_access")
-        if access is not None and target.owner and target.repo:
-            reason = access.check_github(target.owner, target.repo)
+        if access is not None and (target.owner or target.repo):
+            # owner-only URLs (api.github.com /users/<u>, /orgs/<o>/repos)
+            # and owner-less HF names (C{gpt2}) are checked as a bare
+            # namespace: "evil" or "evil/*" blacklists them, and a whitelist
+            # of single repositories does not open them.
+            if target.owner and target.repo:
+                reason = access.check_github(target.owner, target.repo)
+            else:
+                reason = access.check_github(target.owner or target.repo or "", "")
             if reason:
                 raise Forbidden(reason)
         if request.method == b"POST" and target.kind not in ("git", "api", "hf"):

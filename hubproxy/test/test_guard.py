@@ -115,6 +115,21 @@ class GuardTests(SynchronousTestCase):
         self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))
         self.assertEqual(self.upstream.seen, [])
 
+    def test_owner_only_urls_checked(self) -> None:
+        """
+        API URLs naming only an owner, and owner-less Hugging Face names,
+        are checked as a bare namespace.
+        """
+        h = self.make('[access]\nblackList = ["baduser/*", "gpt2"]\n')
+        for path in ("/https://api.github.com/users/baduser", "/https://api.github.com/orgs/baduser/repos",
+                     "/https://huggingface.co/gpt2/resolve/main/config.json"):
+            response, body = self.get(h, path)
+            self.assertEqual(response.code, 403, path)
+            self.assertIn(b"blacklisted", body)
+        h = self.make('[access]\nwhiteList = ["gooduser/tool"]\n')
+        self.assertEqual(self.get(h, "/https://api.github.com/users/gooduser")[0].code, 403)
+        self.assertEqual(self.upstream.seen, [])
+
     def test_whitelist_of_repositories(self) -> None:
         h = self.make('[access]\nwhiteList = ["ghcr.io/owner/*"]\n')
         self.assertEqual(self.get(h, "/v2/ghcr.io/owner/app/manifests/1")[0].code, 200)
