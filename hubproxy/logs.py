@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any
+from typing import IO
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, jsonFileLogObserver

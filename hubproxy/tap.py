@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -66,9 +66,6 @@ def listen_description(host: str, port: int) -> str:
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
-#: The client connection preface of HTTP/2 (RFC 9113 section 3.4).
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
 
 def tls_options(cert_path: str, key_path: str) -> Any:
     """
@@ -118,63 +115,6 @@ def tls_options(cert_path: str, key_path: str) -> Any:
     return options
 
 
-class H2CFactory(protocol.Factory):
-    """
-    C{[server] enableH2C}: accept cleartext HTTP/2 with prior knowledge.
-
-    Wraps the site: each connection's first bytes are compared with the
-    HTTP/2 connection preface.  If they are the preface, the connection is
-    marked as having "negotiated" C{h2} and twisted.web's generic HTTP
-    channel switches to its HTTP/2 implementation, exactly as after TLS
-    ALPN; anything else is HTTP/1.x as before.  (The HTTP/1.1 C{Upgrade:
-    h2c} dance is not implemented: twisted.web has none, and RFC 9113
-    deprecates it.  Such requests are answered over HTTP/1.1, which the
-    upgrade rules allow.)
-    """
-
-    def __init__(self, site: Any) -> None:
-        self.site = site
-
-    def doStart(self) -> None:
-        self.site.doStart()
-
-    def doStop(self) -> None:
-        self.site.doStop()
-
-    def logPrefix(self) -> str:
-        return str(self.site.logPrefix())
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = self.site.buildProtocol(addr)
-        if channel is None:
-            return None
-        forward, connect = channel.dataReceived, channel.makeConnection
-        state: dict[str, Any] = {"buffer": b"", "decided": False, "transport": None}
-
-        def makeConnection(transport: Any) -> None:
-            state["transport"] = transport
-            connect(transport)
-
-        def dataReceived(data: bytes) -> None:
-            if state["decided"]:
-                forward(data)
-                return
-            buffered = state["buffer"] + data
-            if len(buffered) < len(H2_PREFACE) and H2_PREFACE.startswith(buffered):
-                state["buffer"] = buffered
-                return
-            state["decided"], state["buffer"] = True, b""
-            if buffered.startswith(H2_PREFACE) and state["transport"] is not None:
-                # What TLS would have set after ALPN; the generic channel
-                # reads it on its first dataReceived.
-                state["transport"].negotiatedProtocol = b"h2"
-            forward(buffered)
-
-        channel.makeConnection = makeConnection
-        channel.dataReceived = dataReceived
-        return channel
-
-
 def listener(config: Any, factory: Any, reactor: Any) -> service.Service:
     """
     The listening service: HTTPS (HTTP/2 by ALPN) when C{[server] tls} is
@@ -191,6 +131,8 @@ def listener(config: Any, factory: Any, reactor: Any) -> service.Service:
         return StreamServerEndpointService(endpoint, factory)
     if server.enable_h2c:
         if H2_ENABLED:
+            from hubproxy.h2c import H2CFactory
+
             factory = H2CFactory(factory)
         else:  # pragma: no cover - twisted[http2] is a dependency
             log.warn("enableH2C is set but the h2 package is missing: serving HTTP/1.1 only")

@@ -19,7 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from hubproxy.config import load_config
-from hubproxy.tap import H2_PREFACE, H2CFactory, listener, tls_options
+from hubproxy.h2c import H2_PREFACE, H2CFactory
+from hubproxy.tap import listener, tls_options
 
 
 def write_cert(directory: str, name: str = "localhost") -> tuple[str, str]:
@@ -143,3 +144,76 @@ class H2CTests(SynchronousTestCase):
         out = transport.value()
         self.assertNotIn(b"HTTP/1.1", out)
         self.assertEqual(out[3:4], b"\x04")  # first frame: SETTINGS
+
+    def run_upgrade(self) -> tuple[bytes, list[Any]]:
+        """
+        An h2 client doing the RFC 7540 upgrade: an HTTP/1.1 request with
+        Upgrade: h2c (settings unpadded, as curl sends them), then, after
+        the 101, its preface; returns what the server wrote first and the h2
+        events the client saw.
+        """
+        import h2.config
+        import h2.connection
+        from twisted.web import _http2, http
+
+        clock = MemoryReactorClock()
+        # the HTTP/2 connection twisted.web creates on the switch: on our clock
+        self.patch(http, "H2Connection", lambda: _http2.H2Connection(clock))
+        protocol, transport = self.connect()
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        settings = client.initiate_upgrade_connection().rstrip(b"=")
+        protocol.dataReceived(
+            b"GET /path?q=1 HTTP/1.1\r\nHost: proxy.example\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n"
+        )
+        out = transport.value()
+        transport.clear()
+        protocol.dataReceived(client.data_to_send())
+        for _ in range(5):
+            clock.advance(0)
+        events = client.receive_data(out.partition(b"\r\n\r\n")[2] + transport.value())
+        return out, events
+
+    def test_upgrade_h2c(self) -> None:
+        """
+        C{Upgrade: h2c} gets a 101, and the request is answered over HTTP/2
+        on stream 1 (what C{curl --http2 http://...} does).
+        """
+        import h2.events
+
+        out, events = self.run_upgrade()
+        self.assertTrue(out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), out[:200])
+        responses = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+        self.assertEqual([e.stream_id for e in responses], [1])
+        self.assertEqual(dict(responses[0].headers)[b":status"], b"200")
+        body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        self.assertEqual(body, b"proto=HTTP/2")
+        self.assertTrue([e for e in events if isinstance(e, h2.events.StreamEnded) and e.stream_id == 1])
+
+    def test_no_upgrade_with_body_or_bad_settings(self) -> None:
+        """
+        A request with a body, or with unparseable HTTP2-Settings, is served
+        over HTTP/1.1 (the upgrade is optional for the server).
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAAA\r\n\r\n"  # 5 bytes: not a whole setting
+        )
+        self.assertIn(b"HTTP/1.1 200", transport.value())
+        self.assertIn(b"proto=HTTP/1.1", transport.value())
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        self.assertIn(b"HTTP/1.1 200", transport.value())
+
+    def test_head_in_pieces(self) -> None:
+        """
+        An HTTP/1.1 head split across reads is reassembled before deciding.
+        """
+        protocol, transport = self.connect()
+        for piece in (b"GET / HT", b"TP/1.1\r\nHo", b"st: x\r\n", b"\r\n"):
+            protocol.dataReceived(piece)
+        self.assertIn(b"proto=HTTP/1.1", transport.value())

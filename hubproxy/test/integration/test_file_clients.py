@@ -37,7 +37,7 @@ import tarfile
 import time
 import zipfile
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from hubproxy.test.integration import fixtures as F
 from hubproxy.test.integration.procs import HubproxyProcess

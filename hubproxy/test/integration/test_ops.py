@@ -358,10 +358,27 @@ idleTimeout = 30
                  "%s/v2/library/big/blobs/%s" % (hp.url, layer["digest"]))
         self.assertEqual(r.stdout, "2 200", r.stderr)
         self.assertEqual(F.sha256_file(out), layer["digest"])
-        # HTTP/1.1 still works on the same port, and Upgrade: h2c is
-        # answered over HTTP/1.1.
-        r = curl("--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", hp.url + "/ready")
+        # HTTP/1.1 still works on the same port
+        r = curl("--http1.1", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", hp.url + "/ready")
         self.assertEqual(r.stdout, "1.1 200", r.stderr)
+
+    def test_h2c_upgrade(self):
+        """
+        C{curl --http2} on an http:// URL sends C{Upgrade: h2c}: the blob
+        comes back over HTTP/2 (stream 1 after the 101), digest right.  A
+        POST with a body is not upgraded and still works over HTTP/1.1.
+        """
+        layer = self.big_blob()
+        hp = self.hp["socks"]
+        out = self.work.join("h2c-upgrade-blob")
+        r = curl("--http2", "-v", "-o", out, "-w", "%{http_version} %{http_code}",
+                 "%s/v2/library/big/blobs/%s" % (hp.url, layer["digest"]))
+        self.assertEqual(r.stdout, "2 200", r.stderr)
+        self.assertIn("101 Switching Protocols", r.stderr)
+        self.assertEqual(F.sha256_file(out), layer["digest"])
+        r = curl("--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-d", "x=1",
+                 hp.url + "/ready")
+        self.assertEqual(r.stdout, "1.1 405", r.stderr)
 
     def h2load(self, *args):
         r = F.run(["h2load", "-n", "200", "-c", "2", "-m", "20", "-t", "1"] + list(args),
