@@ -161,7 +161,7 @@ def to_error(failure: Failure) -> HubproxyError:
         from OpenSSL.SSL import Error as SSLError
     except ImportError:  # pragma: no cover
         SSLError = ()  # type: ignore[assignment,misc]
-    if SSLError and isinstance(exc, SSLError):
+    if SSLError and isinstance(exc, SSLError):  # type: ignore[truthy-function]  # () when pyOpenSSL is missing
         return BadGateway("upstream TLS handshake failed")
     return HubproxyError("internal error", status=500, code="UNKNOWN")
 
@@ -257,8 +257,8 @@ def write_error(request: Request, err: HubproxyError, style: str) -> None:
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"cache-control", b"no-store")
     request.setHeader(b"x-content-type-options", b"nosniff")
-    for name, value in err.headers.items():
-        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    for header, value in err.headers.items():
+        request.setHeader(header.encode("latin-1"), value.encode("latin-1"))
     request.setHeader(b"content-length", str(len(body)).encode())
     if request.method != b"HEAD":
         request.write(body)

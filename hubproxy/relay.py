@@ -24,7 +24,7 @@ writes cost less CPU per byte.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -143,11 +143,13 @@ class _Relay(Protocol):
         request.notifyFinish().addErrback(self._client_lost)
 
     # -- upstream side -------------------------------------------------
+    # self.transport is the response body's TransportProxyProducer (an
+    # IPushProducer), not a plain ITransport: hence the casts.
 
     def connectionMade(self) -> None:
         if self._gone or client_gone(self._request):
             self._gone = True
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
             return
         self._request.registerProducer(self, True)
         self._arm_idle()
@@ -216,7 +218,7 @@ class _Relay(Protocol):
         self._paused = True
         self._disarm_idle()
         if self.transport is not None:
-            self.transport.pauseProducing()
+            cast(IPushProducer, self.transport).pauseProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -224,7 +226,7 @@ class _Relay(Protocol):
             return
         self._arm_idle()
         if self.transport is not None:
-            self.transport.resumeProducing()
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def stopProducing(self) -> None:
         self._client_lost(None)
@@ -239,7 +241,7 @@ class _Relay(Protocol):
         self._flush_call_cancel()
         self._disarm_idle()
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
     def _flush_call_cancel(self) -> None:
         if self._flush_call is not None and self._flush_call.active():
@@ -266,7 +268,7 @@ class _Relay(Protocol):
         if self._failed is None:
             self._failed = exc
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
     def _unregister(self) -> None:
         if getattr(self._request, "channel", None) is not None and self._request.producer is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -145,6 +145,8 @@ class Root(Resource):
             return child
         if self._fallback is not None:
             # The fallback reads the whole URI itself (/https://host/...).
+            # Both set by Request.process before traversal.
+            assert request.postpath is not None and request.prepath is not None
             request.postpath.insert(0, request.prepath.pop())
             return self._fallback
         return ErrorLeaf(NotFound("not found"), style_for_path(request.path))
@@ -229,7 +231,8 @@ def make_site(
         from twisted.internet import reactor as clock  # type: ignore[no-redef]
     access_log = None
     if config.log.access_log:
-        access_log = AccessLog(stream if stream is not None else sys.stdout, clock, json_lines=config.log.format == "json")
+        # clock is the global reactor here when it was None.
+        access_log = AccessLog(stream if stream is not None else sys.stdout, cast(IReactorTime, clock), json_lines=config.log.format == "json")
     return HubproxySite(root, access_log=access_log, reactor=clock)
 
 

@@ -15,7 +15,7 @@ which are small and bounded.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import hyperlink
 from twisted.internet.task import Cooperator
@@ -200,7 +200,9 @@ class FileProxy(AsyncLeaf):
     def _request_body(self, request: Request) -> Any:
         if request.method != b"POST":
             return None
-        content = request.content
+        # Twisted declares Request.content as None at class level; gotLength
+        # sets it to a file before any resource renders.
+        content = cast(BinaryIO, request.content)
         content.seek(0, io.SEEK_END)
         size = content.tell()
         content.seek(0)

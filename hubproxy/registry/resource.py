@@ -21,7 +21,7 @@ Retry-After, 401, 403) and 502/504 for a broken or slow upstream.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, quote, urlencode
 
 from twisted.logger import Logger
@@ -167,7 +167,8 @@ class V2(AsyncLeaf):
         except UnicodeDecodeError:
             raise BadRequest("repository name must be ASCII", code="NAME_INVALID") from None
         query = parse_qs(request.uri.partition(b"?")[2].decode("latin-1"))
-        ns = (query.get("ns") or [None])[0]
+        # The cast lets the [None] default type-check; ns is str or None.
+        ns = (cast("list[str | None] | None", query.get("ns")) or [None])[0]
         try:
             route = self._registry.route(text, ns)
         except InvalidName as e:
@@ -185,6 +186,7 @@ class V2(AsyncLeaf):
     # -- manifests -------------------------------------------------------
 
     async def _manifest(self, request: Request, route: Route, registry: RegistryConfig) -> None:
+        assert route.reference is not None  # parse_route sets it for manifests
         accept_values = request.requestHeaders.getRawHeaders(b"accept") or [DEFAULT_ACCEPT]
         accept_key = normalise_accept(accept_values)
         cache = self._registry.manifests
@@ -231,12 +233,12 @@ class V2(AsyncLeaf):
             request.finish()
             return
         body = await read_body(response.response, MAX_MANIFEST, self._app.clock, self._app.config.network.idle_timeout)
-        digest = digest_of(body)
+        manifest_digest = digest_of(body)
         if route.is_digest and not verify_digest(body, route.reference):
             raise BadGateway(f"upstream manifest does not match digest {route.reference}")
         if route.is_digest:
-            digest = route.reference
-        manifest = CachedManifest(body=body, media_type=media_type, digest=digest, stored_at=self._app.clock.seconds())
+            manifest_digest = route.reference
+        manifest = CachedManifest(body=body, media_type=media_type, digest=manifest_digest, stored_at=self._app.clock.seconds())
         if cache is not None:
             cache.put(key, manifest)
         self._send_manifest(request, manifest)
@@ -282,6 +284,7 @@ class V2(AsyncLeaf):
     # -- blobs -------------------------------------------------------------
 
     async def _blob(self, request: Request, route: Route, registry: RegistryConfig) -> None:
+        assert route.reference is not None  # parse_route sets it for blobs
         url = f"{registry.upstream}/v2/{route.repository}/blobs/{route.reference}"
         headers = Headers()
         for name in BLOB_REQUEST_HEADERS:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -244,7 +244,8 @@ class SingleFlight:
     """
 
     def __init__(self) -> None:
-        self._flights: dict[Hashable, _Flight[object]] = {}
+        # Any: each key's flight has its own result type.
+        self._flights: dict[Hashable, _Flight[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -265,11 +266,11 @@ class SingleFlight:
             if not isinstance(shared, Deferred):
                 return succeed(shared)  # type: ignore[unreachable]
             flight = _Flight(shared)
-            self._flights[key] = flight  # type: ignore[assignment]
+            self._flights[key] = flight
             waiter = self._join(flight)
             shared.addBoth(self._finished, key, flight)
             return waiter
-        return self._join(flight)  # type: ignore[arg-type]
+        return self._join(flight)
 
     def _join(self, flight: _Flight[T]) -> Deferred[T]:
         def cancel(d: Deferred[T]) -> None:
@@ -282,7 +283,7 @@ class SingleFlight:
         flight.waiters.append(waiter)
         return waiter
 
-    def _finished(self, result: object, key: Hashable, flight: _Flight[T]) -> None:
+    def _finished(self, result: T | Failure, key: Hashable, flight: _Flight[T]) -> None:
         flight.done = True
         if self._flights.get(key) is flight:
             del self._flights[key]

@@ -222,28 +222,39 @@ class TarTests(SynchronousTestCase):
         self.assertEqual(len(body) % 512, 0)
         self.assertEqual(body[-1024:], b"\0" * 1024)
 
-    def test_batch_shared_layer_once_and_arm64_v8(self) -> None:
+    def test_batch_shared_layer_once(self) -> None:
         """
-        Two images sharing a layer: it is written once; C{linux/arm64}
-        selects the C{arm64/v8} entry of the index.
+        Two images sharing a layer: it is written once.
         """
-        response, body = self.get("/download?images=hello:1,multi:1&platform=linux/arm64")
+        response, body = self.get("/download?images=hello:1,multi:1&platform=linux/amd64")
         self.assertEqual(response.code, 200, body[:300])
         self.assertEqual(response.headers.getRawHeaders("content-disposition"), ['attachment; filename="batch_2_images.tar"'])
         im = self.images
         names = names_in_order(body)
         self.assertEqual(names.count(f"{self.hexof(im.shared)}/layer.tar"), 1)
         files = members(body)
-        self.assertEqual(files[f"{self.hexof(im.cfg_arm)}.json"], im.blobs[im.cfg_arm])
-        self.assertNotIn(f"{self.hexof(im.cfg_amd)}.json", files)
-        self.assertEqual(files[f"{self.hexof(im.arm)}/layer.tar"], im.blobs[im.arm])
+        self.assertEqual(files[f"{self.hexof(im.cfg_amd)}.json"], im.blobs[im.cfg_amd])
+        self.assertNotIn(f"{self.hexof(im.cfg_arm)}.json", files)
         manifest = json.loads(files["manifest.json"])
         self.assertEqual([m["RepoTags"] for m in manifest], [["hello:1"], ["multi:1"]])
-        self.assertEqual(manifest[1]["Layers"], [f"{self.hexof(im.shared)}/layer.tar", f"{self.hexof(im.arm)}/layer.tar"])
+        self.assertEqual(manifest[1]["Layers"], [f"{self.hexof(im.shared)}/layer.tar", f"{self.hexof(im.amd)}/layer.tar"])
         # every blob fetched once, through the CDN, without the bearer token
         cdn = [s for s in self.upstream.seen if s["host"].startswith("cdn.test")]
         self.assertEqual(len(cdn), len({s["path"] for s in cdn}))
         self.assertFalse(any("authorization" in s["headers"] for s in cdn))
+
+    def test_arm64_is_v8(self) -> None:
+        """
+        C{linux/arm64} selects the C{arm64/v8} entry of the index.
+        """
+        response, body = self.get("/download?images=multi:1&platform=linux/arm64")
+        self.assertEqual(response.code, 200, body[:300])
+        im = self.images
+        files = members(body)
+        self.assertEqual(files[f"{self.hexof(im.cfg_arm)}.json"], im.blobs[im.cfg_arm])
+        self.assertNotIn(f"{self.hexof(im.cfg_amd)}.json", files)
+        self.assertEqual(files[f"{self.hexof(im.arm)}/layer.tar"], im.blobs[im.arm])
+        self.assertEqual(response.headers.getRawHeaders("x-hubproxy-platforms"), ["multi:1=linux/arm64/v8"])
 
     def test_explicit_variant_and_default_platform(self) -> None:
         _, body = self.get("/download?images=multi:1&platform=linux/arm64/v8")
@@ -260,14 +271,24 @@ class TarTests(SynchronousTestCase):
         self.assertIn("linux/arm64/v8", data["error"])
         self.assertIsNone(response.headers.getRawHeaders("content-disposition"))
 
-    def test_single_arch_image_ignores_platform(self) -> None:
+    def test_single_arch_image_platform(self) -> None:
         """
-        A single-platform image is included as it is (so a batch can mix it
-        with multi-arch ones); the header says which platform each image is.
+        A single-platform image must match a platform asked for (a 400
+        listing its platform otherwise, no silent fallback); with no
+        platform asked for it is used as it is.  The header says which
+        platform each image is.
         """
         response, body = self.get("/download?images=hello:1,multi:1&platform=linux/arm64")
+        self.assertEqual(response.code, 400)
+        error = json.loads(body)
+        self.assertEqual(error["code"], "PLATFORM_UNKNOWN")
+        self.assertIn("linux/amd64", error["error"])
+        self.assertIsNone(response.headers.getRawHeaders("content-disposition"))
+        response, body = self.get("/download?images=hello:1,multi:1&platform=linux/amd64")
         self.assertEqual(response.code, 200)
-        self.assertEqual(response.headers.getRawHeaders("x-hubproxy-platforms"), ["hello:1=linux/amd64, multi:1=linux/arm64/v8"])
+        self.assertEqual(response.headers.getRawHeaders("x-hubproxy-platforms"), ["hello:1=linux/amd64, multi:1=linux/amd64"])
+        response, body = self.get("/download?images=hello:1")
+        self.assertEqual(response.code, 200)
 
     def test_bad_platform(self) -> None:
         response, body = self.get("/download?images=hello:1&platform=linux")
@@ -393,7 +414,7 @@ class TwoStepTests(SynchronousTestCase):
         self.assertEqual(response.code, 403)
 
     def test_batch_flow(self) -> None:
-        prepare = json.dumps({"images": ["hello:1", "multi:1"], "platform": "linux/arm64", "useCompressedLayers": True}).encode()
+        prepare = json.dumps({"images": ["hello:1", "multi:1"], "platform": "linux/amd64", "useCompressedLayers": True}).encode()
         response, body = self.h.request("POST", "/api/image/batch?mode=prepare", data=prepare, headers={"content-type": "application/json"})
         self.assertEqual(response.code, 200, body)
         url = json.loads(body)["download_url"]

@@ -36,7 +36,7 @@ import hashlib
 import json
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -386,9 +386,9 @@ class ImageResolver:
         Pick the manifest for C{platform} and fetch (and verify) its config.
 
         Without a platform, C{linux/amd64} is used, or the only platform of
-        an index that has one.  A platform an index does not have is a 400
-        listing those it has (never a silent fallback to another one).  A
-        single-platform image is used as it is.
+        an index that has one, or a single-platform image as it is.  A
+        platform asked for that the image does not have is a 400 listing
+        those it has (never a silent fallback to another one).
         """
         manifest = await self.manifest(spec, spec.reference)
         media_type, doc = self._parse(manifest, spec.canonical)
@@ -425,9 +425,17 @@ class ImageResolver:
         config = await self._config(spec, config_desc)
         actual = _config_platform(config)
         if chosen is None:
-            # A single-platform image is what it is: included whatever the
-            # requested platform (as in Go), so one batch can mix it with
-            # multi-arch images; X-Hubproxy-Platforms tells what was sent.
+            # A single-platform image is what it is.  Asked for explicitly,
+            # another platform is the same 400 as for an index (Go sent it
+            # anyway, its #97); with no platform asked for, it is used as
+            # it is.  X-Hubproxy-Platforms tells what was sent.
+            if platform is not None and actual is not None and not actual.matches(platform):
+                raise BadRequest(
+                    f"{spec.canonical} is a single-platform {actual} image, it has no {platform} image;"
+                    f" available platforms: {actual}",
+                    code="PLATFORM_UNKNOWN",
+                    detail={"platforms": [str(actual)]},
+                )
             chosen = actual
         return ResolvedImage(spec, manifest_digest, str(chosen or ""), config_desc, config, layers)
 
@@ -616,7 +624,8 @@ class _BlobSink(Protocol):
     def _fail(self, err: HubproxyError) -> None:
         if self._failed is None:
             self._failed = err
-        self.transport.stopProducing()
+        # The body transport is Twisted's TransportProxyProducer.
+        cast(IPushProducer, self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self._failed is not None or self._writer.gone:

@@ -106,6 +106,7 @@ class Assets(Resource):
         if request.method not in (b"GET", b"HEAD"):
             write_error(request, MethodNotAllowed("GET only", headers={"Allow": "GET, HEAD"}), "text")
             return NOT_DONE_YET
+        assert request.postpath is not None  # set by Request.process before rendering
         found = self._files.get(b"/".join(request.postpath)) if len(request.postpath) == 1 else None
         if found is None:
             return ErrorLeaf(NotFound("not found"), "text").render(request)

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import hyperlink
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -106,13 +106,16 @@ class _Discard(Protocol):
     released; gives up on the connection if the body is large.
     """
 
+    # Body protocols get Twisted's TransportProxyProducer (an IPushProducer)
+    # as their transport, hence the casts here and in _Collector.
+
     def __init__(self, limit: int = 64 * 1024) -> None:
         self._left = limit
 
     def dataReceived(self, data: bytes) -> None:
         self._left -= len(data)
         if self._left < 0:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         pass
@@ -145,7 +148,7 @@ class _Collector(Protocol):
         self._timer = None
         if not self._done.called:
             self._done.errback(GatewayTimeout("upstream stalled while sending a body"))
-        self.transport.stopProducing()
+        cast(IPushProducer, self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self._done.called:
@@ -153,7 +156,7 @@ class _Collector(Protocol):
         self._size += len(data)
         if self._size > self._limit:
             self._done.errback(PayloadTooLarge(f"upstream body larger than {self._limit} bytes"))
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
             return
         self._chunks.append(data)
         if self._timer is not None:
@@ -471,7 +474,9 @@ def make_client(
         factory = EndpointFactory(reactor, https_policy, connect_timeout, allowed=allowed, tunnel=tunnel)
         agent = Agent.usingEndpointFactory(reactor, factory, pool=pool)
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        clients.append(treq.client.HTTPClient(IdentityAgent(agent), cookiejar=jar))
+        # treq annotates IndexableCookieJar but only iterates the jar and calls
+        # set_cookie, which any CookieJar supports.
+        clients.append(treq.client.HTTPClient(IdentityAgent(agent), cookiejar=jar))  # type: ignore[arg-type]
     client = UpstreamClient(
         clock=reactor,
         http_trusted=clients[0],

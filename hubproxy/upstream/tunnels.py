@@ -39,7 +39,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 from urllib.parse import unquote, urlsplit
 
 from socksio import ProtocolError
@@ -58,7 +58,7 @@ from socksio.socks5 import (
 )
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -295,6 +295,7 @@ class _Handshake(Protocol):
 
     def _established(self, leftover: bytes) -> None:
         self._buffer = b""
+        assert self.transport is not None  # only reached from dataReceived
         wrapped = self._factory.buildProtocol(self.transport.getPeer())
         if wrapped is None:
             self._fail(ProxyError("connection refused by the local protocol factory"))
@@ -309,7 +310,8 @@ class _Handshake(Protocol):
         if not self._done.called:
             self._done.errback(reason)
         if self.transport is not None:
-            self.transport.abortConnection()
+            # The proxy connection is TCP (or TLS over TCP): an ITCPTransport.
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self.wrapped is not None:
@@ -364,6 +366,7 @@ class Socks5Handshake(_Handshake):
     def _flush(self) -> None:
         data = self._socks.data_to_send()
         if data:
+            assert self.transport is not None  # only called once connected
             self.transport.write(data)
 
     def _take(self, n: int) -> bytes:
@@ -472,6 +475,7 @@ class ConnectHandshake(_Handshake):
         if proxy.username is not None:
             token = base64.b64encode(f"{proxy.username}:{proxy.password or ''}".encode()).decode("ascii")
             lines.append(f"Proxy-Authorization: Basic {token}")
+        assert self.transport is not None  # start() runs from connectionMade
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
 
     def advance(self) -> bytes | None:
@@ -549,7 +553,7 @@ class _TunnelEndpoint:
                 c.cancel()
             for h in handshakes:
                 if h.transport is not None and h.wrapped is None:
-                    h.transport.abortConnection()
+                    cast(ITCPTransport, h.transport).abortConnection()
 
         done: defer.Deferred[Any] = defer.Deferred(cancel)
 

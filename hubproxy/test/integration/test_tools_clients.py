@@ -171,6 +171,7 @@ class OfflineTarClientTests(F.SharedFixtures, SynchronousTestCase):
         cls.proxy = cls.stack.proxy
         cls.images = cls.stack.images
         cls._tar = None
+        cls._arm_tar = None
 
     def diag(self, extra=""):
         return "%s\n--- hubproxy log (tail) ---\n%s" % (extra, self.proxy.log()[-4000:])
@@ -179,10 +180,10 @@ class OfflineTarClientTests(F.SharedFixtures, SynchronousTestCase):
         return F.http_request(self.proxy.url + path, timeout=120, **kw)
 
     def batch_tar(self):
-        """C{hello:1} + C{multi:1} for linux/arm64 in one tar, fetched once per class."""
+        """C{hello:1} + C{multi:1} for linux/amd64 in one tar, fetched once per class."""
         cls = type(self)
         if cls._tar is None:
-            status, headers, body = self.fetch("/download?images=hello:1,multi:1&platform=linux/arm64")
+            status, headers, body = self.fetch("/download?images=hello:1,multi:1&platform=linux/amd64")
             self.assertEqual(status, 200, self.diag(body[:500]))
             self.assertEqual(headers.get("Content-Disposition"), 'attachment; filename="batch_2_images.tar"')
             path = self.work.join("batch.tar")
@@ -191,16 +192,29 @@ class OfflineTarClientTests(F.SharedFixtures, SynchronousTestCase):
             cls._tar = (path, body)
         return cls._tar
 
+    def arm_tar(self):
+        """C{multi:1} for linux/arm64 (the index's arm64/v8 entry), fetched once per class."""
+        cls = type(self)
+        if cls._arm_tar is None:
+            status, headers, body = self.fetch("/download?images=multi:1&platform=linux/arm64")
+            self.assertEqual(status, 200, self.diag(body[:500]))
+            self.assertEqual(headers.get("Content-Disposition"), 'attachment; filename="multi_1.tar"')
+            path = self.work.join("multi-arm64.tar")
+            with open(path, "wb") as f:
+                f.write(body)
+            cls._arm_tar = path
+        return cls._arm_tar
+
     def test_tar_content(self):
         """
-        Configs are the registry's bytes; the shared layer is in the tar once;
-        arm64 was taken from the index for C{linux/arm64} (variant v8).
+        Configs are the registry's bytes; every entry is in the tar once;
+        amd64 was taken from the index for C{linux/amd64}.
         """
         _, body = self.batch_tar()
         files = tar_members(body)
         hello = self.images["library/hello:1"]
-        arm = self.images["library/multi:1"]["platforms"]["linux/arm64/v8"]
-        for img in (hello, arm):
+        amd = self.images["library/multi:1"]["platforms"]["linux/amd64"]
+        for img in (hello, amd):
             hexd = img["config_digest"].split(":")[1]
             with open(self.stack.registry.blob_path(img["config_digest"]), "rb") as f:
                 self.assertEqual(files[hexd + ".json"], f.read())
@@ -215,19 +229,22 @@ class OfflineTarClientTests(F.SharedFixtures, SynchronousTestCase):
 
     def test_skopeo_inspect_archive(self):
         path, _ = self.batch_tar()
-        p = F.skopeo("inspect", "docker-archive:%s:docker.io/library/multi:1" % path, check=False, timeout=60)
+        for ref, arch in (("multi:1", "amd64"), ("hello:1", "amd64")):
+            p = F.skopeo("inspect", "--config", "docker-archive:%s:docker.io/library/%s" % (path, ref),
+                         check=False, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(json.loads(p.stdout)["architecture"], arch)
+        p = F.skopeo("inspect", "docker-archive:%s" % self.arm_tar(), check=False, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         info = json.loads(p.stdout)
         self.assertEqual((info["Os"], info["Architecture"]), ("linux", "arm64"))
         self.assertEqual(info.get("Variant", "v8"), "v8")
-        p = F.skopeo("inspect", "--config", "docker-archive:%s:docker.io/library/hello:1" % path, check=False, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(json.loads(p.stdout)["architecture"], "amd64")
 
     def test_docker_load(self):
         """
-        The real C{docker load} accepts the tar; the loaded image IDs are
-        the registry's config digests (the config bytes were not rewritten).
+        The real C{docker load} accepts the tars; the loaded image IDs are
+        the registry's config digests (the config bytes were not rewritten);
+        the arm64 tar gives the index's arm64 image.
         """
         path, _ = self.batch_tar()
         dockerd = F.Dockerd(self.work)
@@ -235,14 +252,31 @@ class OfflineTarClientTests(F.SharedFixtures, SynchronousTestCase):
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("hello:1", out.stdout)
         self.assertIn("multi:1", out.stdout)
-        ids = {}
-        for ref in ("hello:1", "multi:1"):
-            p = dockerd.docker("image", "inspect", ref, timeout=60)
-            ids[ref] = json.loads(p.stdout)[0]
-        self.assertEqual(ids["hello:1"]["Id"], self.images["library/hello:1"]["config_digest"])
+
+        def inspect(ref):
+            return json.loads(dockerd.docker("image", "inspect", ref, timeout=60).stdout)[0]
+
+        self.assertEqual(inspect("hello:1")["Id"], self.images["library/hello:1"]["config_digest"])
+        amd = self.images["library/multi:1"]["platforms"]["linux/amd64"]
+        self.assertEqual(inspect("multi:1")["Id"], amd["config_digest"])
+        out = dockerd.docker("load", "-i", self.arm_tar(), timeout=180, check=False)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         arm = self.images["library/multi:1"]["platforms"]["linux/arm64/v8"]
-        self.assertEqual(ids["multi:1"]["Id"], arm["config_digest"])
-        self.assertEqual(ids["multi:1"]["Architecture"], "arm64")
+        loaded = inspect("multi:1")
+        self.assertEqual(loaded["Id"], arm["config_digest"])
+        self.assertEqual(loaded["Architecture"], "arm64")
+
+    def test_single_platform_image_is_exact(self):
+        """
+        A single-platform amd64 image asked for as arm64: a 400 naming the
+        platform it has, not a tar of the wrong architecture.
+        """
+        status, headers, body = self.fetch("/download?images=hello:1&platform=linux/arm64")
+        self.assertEqual(status, 400, body[:300])
+        error = json.loads(body)
+        self.assertEqual(error["code"], "PLATFORM_UNKNOWN")
+        self.assertEqual(error["detail"]["platforms"], ["linux/amd64"])
+        self.assertIsNone(headers.get("Content-Disposition"))
 
     def test_two_step_api_with_curl(self):
         F.require("curl")
