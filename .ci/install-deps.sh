@@ -29,6 +29,8 @@ PACKAGES=(
   curl wget wrk nghttp2-client jq ca-certificates
   # unshare/mount for the resolv.conf guard around dockerd/ctr/podman
   util-linux mount
+  # the reverse-proxy example in deploy/caddy, run for real
+  caddy
   # headless browser for the web UI tests (driven over --remote-debugging-pipe
   # with the standard library: no Playwright, no browser download)
   chromium
@@ -71,7 +73,7 @@ apt-get -q install -y --no-install-recommends \
 
 # Verify the programs the fixtures look for are really there.
 for exe in docker-registry skopeo podman dockerd docker containerd ctr runc nginx fcgiwrap git \
-           microsocks tinyproxy curl wrk jq nghttp unshare chromium; do
+           microsocks tinyproxy curl wrk jq nghttp unshare chromium caddy; do
   if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$exe" >/dev/null; then
     echo "install-deps.sh: $exe still missing" >&2
     exit 1

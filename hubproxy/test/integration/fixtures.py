@@ -84,6 +84,7 @@ PACKAGES = {
     "unshare": "util-linux",
     "nghttp": "nghttp2-client",
     "h2load": "nghttp2-client",
+    "caddy": "caddy",
 }
 
 # Prefer Debian's binaries: a developer machine may have another docker CLI

@@ -481,6 +481,11 @@ http {{
         # and the registry API through the same nginx
         status, body = get("http://127.0.0.1:%d/v2/library/hello/manifests/1" % port)
         self.assertEqual(status, 200, body[:300])
+        # the client's own address reaches hubproxy's log through nginx
+        r = curl("--interface", "127.0.0.2", "-o", "/dev/null", "-w", "%{http_code}",
+                 "http://127.0.0.1:%d/ready?via=nginx" % port)
+        self.assertEqual(r.stdout, "200", r.stderr)
+        self.assertTrue(self.log_lines(hp, '127.0.0.2 "GET /ready?via=nginx HTTP/1.1" 200'), hp.log()[-3000:])
 
     def test_dockerfile(self):
         """
@@ -562,12 +567,41 @@ http {{
         self.assertEqual(docs["Service"]["spec"]["selector"], docs["Deployment"]["spec"]["selector"]["matchLabels"])
 
     def test_caddyfile(self):
+        """
+        deploy/caddy/Caddyfile, as written (only the site address and
+        hubproxy's port changed, automatic HTTPS and the admin API off for
+        the test): a C{/https://github.com/...} download goes through Caddy
+        with the path intact, the registry API too, and hubproxy logs the
+        real client address Caddy passes (a client on 127.0.0.2, while
+        Caddy itself connects from 127.0.0.1).
+        """
+        F.require("caddy")
         with open(os.path.join(DEPLOY, "caddy", "Caddyfile")) as f:
-            text = f.read()
-        self.assertIn("reverse_proxy 127.0.0.1:5000", text)
-        self.assertIn("flush_interval -1", text)
+            example = f.read()
+        self.assertIn("reverse_proxy 127.0.0.1:5000", example)
+        self.assertIn("flush_interval -1", example)
+        hp = self.hp["tiny"]
+        port = F.free_port()
+        site = example.replace("hub.example.com {", "http://127.0.0.1:%d {" % port).replace(
+            "127.0.0.1:5000", "127.0.0.1:%d" % hp.port)
+        self.assertNotEqual(site, example)
+        prefix = self.work.sub("caddy-example")
+        path = os.path.join(prefix, "Caddyfile")
+        with open(path, "w") as f:
+            f.write("{\n\tadmin off\n\tauto_https off\n}\n" + site)
+        env = dict(os.environ, HOME=prefix, XDG_DATA_HOME=prefix, XDG_CONFIG_HOME=prefix)
         caddy = F.which("caddy")
-        if caddy is not None:
-            r = F.run([caddy, "adapt", "--config", os.path.join(DEPLOY, "caddy", "Caddyfile")],
-                      check=False, timeout=60)
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = F.run([caddy, "validate", "--config", path, "--adapter", "caddyfile"], check=False, timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        F.Process("caddy-example", [caddy, "run", "--config", path, "--adapter", "caddyfile"], self.work,
+                  port=port, env=env)
+        base = "http://127.0.0.1:%d" % port
+        self.assertRelease(hp, base=base)
+        release = "/https://github.com/%s/%s/releases/download/v1/tool.tar.gz" % (self.git.owner, self.git.repo)
+        self.assertTrue(self.log_lines(hp, '"GET %s HTTP/1.1" 200' % release), hp.log()[-3000:])
+        status, body = get(base + "/v2/library/hello/manifests/1")
+        self.assertEqual(status, 200, body[:300])
+        # the client's own address reaches hubproxy's log through Caddy
+        r = curl("--interface", "127.0.0.2", "-o", "/dev/null", "-w", "%{http_code}", base + "/ready?via=caddy")
+        self.assertEqual(r.stdout, "200", r.stderr)
+        self.assertTrue(self.log_lines(hp, '127.0.0.2 "GET /ready?via=caddy HTTP/1.1" 200'), hp.log()[-3000:])
