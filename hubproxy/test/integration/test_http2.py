@@ -30,6 +30,13 @@ SIZE = 4 * 1024 * 1024
 GOOD = os.urandom(SIZE)
 
 
+BIG = 64 * 1024 * 1024
+_CHUNK = hashlib.sha256(b"hubproxy").digest() * 2048  # 64 KiB, deterministic
+BIG_SHA256 = hashlib.sha256(_CHUNK * (BIG // len(_CHUNK))).hexdigest()
+#: bytes the upstream has handed to its socket for /big.bin (the test reads it)
+big_sent = [0]
+
+
 class _Upstream(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         data = b""
@@ -40,6 +47,17 @@ class _Upstream(socketserver.BaseRequestHandler):
             data += chunk
         path = data.split(b" ", 2)[1]
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % SIZE
+        if path.endswith(b"/big.bin"):
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % BIG
+            self.request.sendall(head)
+            big_sent[0] = 0
+            try:
+                for _ in range(BIG // len(_CHUNK)):
+                    self.request.sendall(_CHUNK)  # blocks while nobody reads
+                    big_sent[0] += len(_CHUNK)
+            except OSError:
+                pass
+            return
         if path.endswith(b"/broken.bin"):
             self.request.sendall(head + GOOD[: SIZE // 4])
             # then the upstream dies mid-body
@@ -72,6 +90,13 @@ class H2Client:
         self.ended: set[int] = set()
         self.reset: set[int] = set()
         self.terminated = False
+        self.unacknowledged: list[tuple[int, int]] = []
+
+    def acknowledge_all(self) -> None:
+        for size, stream_id in self.unacknowledged:
+            self.conn.acknowledge_received_data(size, stream_id)
+        self.unacknowledged = []
+        self.sock.sendall(self.conn.data_to_send())
 
     def close(self) -> None:
         self.sock.close()
@@ -87,7 +112,7 @@ class H2Client:
         self.body[stream_id] = bytearray()
         return stream_id
 
-    def run_until(self, done, timeout: float = 30) -> None:
+    def run_until(self, done, timeout: float = 30, acknowledge: bool = True) -> None:
         import h2.events
 
         deadline = time.monotonic() + timeout
@@ -109,7 +134,10 @@ class H2Client:
                     self.status[event.stream_id] = dict(event.headers)[b":status"].decode()
                 elif isinstance(event, h2.events.DataReceived):
                     self.body[event.stream_id] += event.data
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    if acknowledge:
+                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    else:
+                        self.unacknowledged.append((event.flow_controlled_length, event.stream_id))
                 elif isinstance(event, h2.events.StreamEnded):
                     self.ended.add(event.stream_id)
                 elif isinstance(event, h2.events.StreamReset):
@@ -174,3 +202,43 @@ class StreamResetTests(TestCase):
 
         with urllib.request.urlopen(self.proxy.url + "/metrics", timeout=10) as r:
             return r.read().decode()
+
+    def test_backpressure_on_a_stream(self) -> None:
+        """
+        An HTTP/2 client that stops granting flow-control window: hubproxy
+        pauses the upstream (which then cannot send much more than socket
+        buffers hold) and its memory stays flat; once the client reads on,
+        the whole 64 MiB arrives with the right digest.
+        """
+        client = H2Client(self.proxy.port)
+        self.addCleanup(client.close)
+        stream = client.get("/https://github.com/owner/repo/releases/download/v1/big.bin")
+        # read what the initial 64 KiB window allows, grant nothing more
+        client.run_until(lambda: len(client.body[stream]) >= 65535 - 16384, acknowledge=False)
+        rss_before = rss_kib(self.proxy.pid)
+        deadline = time.monotonic() + 3
+        settled = None
+        while time.monotonic() < deadline:  # bounded: wait for the upstream to stall
+            sent = big_sent[0]
+            time.sleep(0.25)
+            if big_sent[0] == sent:
+                settled = sent
+                break
+        self.assertIsNotNone(settled, "the upstream never stalled: no backpressure")
+        self.assertLess(settled, 24 * 1024 * 1024, "the upstream could send %d bytes" % settled)
+        growth = rss_kib(self.proxy.pid) - rss_before
+        self.assertLess(growth, 16 * 1024, "hubproxy grew by %d KiB" % growth)
+        # now read on: everything arrives, in order
+        client.acknowledge_all()
+        client.run_until(lambda: stream in client.ended or stream in client.reset, timeout=120)
+        self.assertIn(stream, client.ended)
+        self.assertEqual(len(client.body[stream]), BIG)
+        self.assertEqual(hashlib.sha256(client.body[stream]).hexdigest(), BIG_SHA256)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
