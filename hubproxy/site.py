@@ -47,6 +47,9 @@ class App:
     warnings: list[str] = field(default_factory=list)
 
 
+SERVER = f"hubproxy/{__version__}".encode()
+
+
 class InFlight:
     """
     Counts requests in progress, so shutdown can wait for them.
@@ -132,6 +135,9 @@ class Root(Resource):
         self.metrics: Any = None
 
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        # Say what answers, not which framework version (twisted.web sets
+        # "TwistedWeb/<version>" before traversal).
+        request.setHeader(b"server", SERVER)
         self.in_flight.started(request)
         if self.metrics is not None:
             metrics = self.metrics

@@ -36,6 +36,7 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(data["status"], "ok")
         self.assertEqual(data["uptime_sec"], 12.5)
         self.assertIn("version", data)
+        self.assertEqual(response.headers.getRawHeaders("server"), [f"hubproxy/{data['version']}"])
 
     def access_lines(self, toml: str, *requests: bytes) -> tuple[Harness, io.StringIO, bytes]:
         h = Harness(Nothing(), toml)
