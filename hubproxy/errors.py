@@ -28,6 +28,8 @@ from twisted.python.failure import Failure
 from twisted.web import _newclient
 from twisted.web.server import Request
 
+from hubproxy.http2 import reset_stream
+
 log = Logger()
 
 
@@ -220,19 +222,8 @@ def abort(request: Request) -> None:
     channel = getattr(request, "channel", None)
     if channel is None:
         return
-    stream_abort = getattr(channel, "abortConnection", None)
-    if stream_abort is not None and not hasattr(channel, "forceAbortClient"):
-        # H2Stream: RST_STREAM for this stream only.
-        stream_abort()
-        # Twisted's H2Connection.abortRequest resets the stream and forgets
-        # it, but (unlike a reset by the peer) never tells the request, so
-        # notifyFinish() would never fire: the in-flight count, the relay
-        # and the request would leak, and a SIGTERM drain would wait out its
-        # whole grace period.  Tell it, unless the connection already did.
-        conn = getattr(channel, "_conn", None)
-        streams = getattr(conn, "streams", {})
-        if getattr(channel, "streamID", None) not in streams and not getattr(request, "_disconnected", False):
-            request.connectionLost(Failure(ierror.ConnectionLost("HTTP/2 stream reset by hubproxy")))
+    # HTTP/2: RST_STREAM (INTERNAL_ERROR) for this stream only.
+    if reset_stream(request):
         return
     transport = getattr(channel, "transport", None)
     if transport is not None:

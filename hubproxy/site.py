@@ -25,6 +25,7 @@ from hubproxy import __version__
 from hubproxy.config import Config
 from hubproxy.errors import NotFound, style_for_path
 from hubproxy.handler import ErrorLeaf
+from hubproxy.http2 import install as install_http2
 from hubproxy.logs import AccessLog
 from hubproxy.upstream.client import UpstreamClient
 
@@ -233,6 +234,9 @@ def make_site(
     The Site for C{root}; access lines (C{[log] accessLog}) go to C{stream},
     standard output by default, batched on C{clock}.
     """
+    # HTTP/2 connections (TLS ALPN or h2c) with socket backpressure reaching
+    # the streams (hubproxy.http2).
+    install_http2()
     if clock is None:
         from twisted.internet import reactor as clock  # type: ignore[no-redef]
     access_log = None

@@ -154,11 +154,13 @@ class H2CTests(SynchronousTestCase):
         """
         import h2.config
         import h2.connection
-        from twisted.web import _http2, http
+        from twisted.web import http
 
         clock = MemoryReactorClock()
         # the HTTP/2 connection twisted.web creates on the switch: on our clock
-        self.patch(http, "H2Connection", lambda: _http2.H2Connection(clock))
+        from hubproxy.http2 import BoundedH2Connection
+
+        self.patch(http, "H2Connection", lambda: BoundedH2Connection(clock))
         protocol, transport = self.connect()
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         settings = client.initiate_upgrade_connection().rstrip(b"=")

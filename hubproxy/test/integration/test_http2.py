@@ -19,6 +19,7 @@ import hashlib
 import os
 import socket
 import socketserver
+import subprocess
 import threading
 import time
 
@@ -58,6 +59,13 @@ class _Upstream(socketserver.BaseRequestHandler):
             except OSError:
                 pass
             return
+        if path.endswith(b"/broken-chunked.bin"):
+            # no Content-Length: only the transport can say the body is cut
+            self.request.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n" + b"%x\r\n" % (SIZE // 4) + GOOD[: SIZE // 4] + b"\r\n"
+            )
+            return  # and the upstream dies mid-body
         if path.endswith(b"/broken.bin"):
             self.request.sendall(head + GOOD[: SIZE // 4])
             # then the upstream dies mid-body
@@ -91,6 +99,7 @@ class H2Client:
         self.reset: set[int] = set()
         self.terminated = False
         self.unacknowledged: list[tuple[int, int]] = []
+        self.reset_codes: dict[int, int] = {}
 
     def acknowledge_all(self) -> None:
         for size, stream_id in self.unacknowledged:
@@ -142,6 +151,7 @@ class H2Client:
                     self.ended.add(event.stream_id)
                 elif isinstance(event, h2.events.StreamReset):
                     self.reset.add(event.stream_id)
+                    self.reset_codes[event.stream_id] = event.error_code
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self.terminated = True
             self.sock.sendall(self.conn.data_to_send())
@@ -178,6 +188,7 @@ class StreamResetTests(TestCase):
         self.assertFalse(client.terminated, log[-3000:])
         self.assertEqual(client.status.get(broken), "200")
         self.assertIn(broken, client.reset, log[-3000:])
+        self.assertNotEqual(client.reset_codes[broken], 0, "RST_STREAM must not say NO_ERROR")
         self.assertNotIn(broken, client.ended)
         self.assertLess(len(client.body[broken]), SIZE)
         self.assertEqual(client.status.get(good), "200")
@@ -242,3 +253,55 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS for %d" % pid)
+
+
+class RealClientTests(TestCase):
+    """
+    The same failures as real clients see them.
+    """
+
+    setUp = StreamResetTests.setUp
+
+    def test_curl_sees_a_cut_body_without_length_as_an_error(self) -> None:
+        """
+        An upstream body without Content-Length that breaks midway: over
+        HTTP/2 curl must fail (twisted.web's own stream abort says NO_ERROR,
+        and curl then saved the truncated file and exited 0), as it does
+        over HTTP/1.1.
+        """
+        url = self.proxy.url + "/https://github.com/owner/repo/releases/download/v1/broken-chunked.bin"
+        for flag in ("--http2-prior-knowledge", "--http1.1"):
+            r = subprocess.run(
+                ["curl", "-sS", "--noproxy", "*", "--max-time", "30", flag, "-o", "/dev/null", "-w", "%{http_code}", url],
+                capture_output=True, text=True, timeout=60,
+            )
+            self.assertEqual(r.stdout, "200", (flag, r.stderr))
+            self.assertNotEqual(r.returncode, 0, (flag, "curl took a cut body for a whole one", r.stderr))
+
+    def test_client_that_never_reads_cannot_fill_memory(self) -> None:
+        """
+        A client that grants a 1 GiB window and then reads nothing: the
+        socket fills, hubproxy pauses the stream and the upstream (RSS
+        flat, the upstream stalls) instead of queueing the file in memory.
+        """
+        import h2.settings
+
+        client = H2Client(self.proxy.port)
+        self.addCleanup(client.close)
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        client.conn.increment_flow_control_window(2**30)
+        client.sock.sendall(client.conn.data_to_send())
+        rss_before = rss_kib(self.proxy.pid)
+        client.get("/https://github.com/owner/repo/releases/download/v1/big.bin")
+        deadline = time.monotonic() + 10
+        settled = None
+        while time.monotonic() < deadline:  # bounded: wait for the upstream to stall
+            sent = big_sent[0]
+            time.sleep(0.5)
+            if big_sent[0] == sent and sent > 0:
+                settled = sent
+                break
+        growth = rss_kib(self.proxy.pid) - rss_before
+        self.assertIsNotNone(settled, "the upstream never stalled (sent %d bytes)" % big_sent[0])
+        self.assertLess(settled, 32 * 1024 * 1024, "the upstream could send %d bytes" % settled)
+        self.assertLess(growth, 32 * 1024, "hubproxy grew by %d KiB" % growth)
