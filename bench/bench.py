@@ -216,7 +216,7 @@ class Sampler:
 # ---------------------------------------------------------------- curl
 
 def curl_fetch(url, headers=(), limit_rate=None, expect_size=None, expect_digest=None,
-               sample_pids=(), timeout=300, cpu_pids=(), sample_interval=0.1):
+               sample_pids=(), timeout=300, cpu_pids=(), sample_interval=0.1, curl_args=()):
     """
     One GET with curl.  Without C{expect_digest} the body goes to /dev/null
     (nothing on the client side competes for CPU) and bytes received are
@@ -230,6 +230,7 @@ def curl_fetch(url, headers=(), limit_rate=None, expect_size=None, expect_digest
         argv += ["-H", h]
     if limit_rate:
         argv += ["--limit-rate", limit_rate]
+    argv += list(curl_args)
     hashing = expect_digest is not None
     if hashing:
         # the -w line goes to stderr so that stdout carries only the body
@@ -608,6 +609,7 @@ class Bench:
 [server]
 host = "127.0.0.1"
 shutdownGrace = 2
+enableH2C = true
 
 [rateLimit]
 requestLimit = 100000000
@@ -685,7 +687,7 @@ accessLog = {log}
     # -- URLs ----------------------------------------------------------
 
     def target_pid(self, name):
-        if name == "hubproxy":
+        if name in ("hubproxy", "hubproxy-h2"):
             return self.proxy.pid
         if name in self.variants:
             return self.variants[name].pid
@@ -697,7 +699,7 @@ accessLog = {log}
 
     def blob_target(self, name, blob):
         path = "/v2/%s/blobs/%s" % (blob["repo"], blob["digest"])
-        if name == "hubproxy":
+        if name in ("hubproxy", "hubproxy-h2"):
             return self.proxy.url + path, []
         if name in self.variants:
             return self.variants[name].url + path, []
@@ -711,7 +713,9 @@ accessLog = {log}
 
     def bench_throughput(self):
         log("1. single-stream throughput, %d MiB blob, %d run(s) each" % (self.big["size"] // MiB, self.p["runs"]))
-        names = ["hubproxy", "nginx", "direct"] + [n for n in self.variants if n.endswith("reads64k")]
+        # hubproxy-h2: the same hubproxy, over cleartext HTTP/2 (prior knowledge)
+        names = ["hubproxy", "nginx", "direct", "hubproxy-h2"] + [n for n in self.variants if n.endswith("reads64k")]
+        extra = {"hubproxy-h2": ["--http2-prior-knowledge"]}
         runs = {n: [] for n in names}
         cpu = {n: [] for n in names}
         reg_cpu = []
@@ -719,7 +723,7 @@ accessLog = {log}
         # warm-up: token cache, connection pools, page cache of the blob
         for n in names:
             url, hdrs = self.blob_target(n, self.big)
-            curl_fetch(url, hdrs, expect_size=self.big["size"])
+            curl_fetch(url, hdrs, expect_size=self.big["size"], curl_args=extra.get(n, ()))
         for i in range(self.p["runs"]):
             order = names[i % len(names):] + names[:i % len(names)]
             for n in order:
@@ -727,7 +731,8 @@ accessLog = {log}
                 server_pid = self.target_pid(n)
                 pids = [server_pid] if n.startswith("hubproxy") else []
                 r = curl_fetch(url, hdrs, expect_size=self.big["size"], sample_pids=pids, sample_interval=0.02,
-                               cpu_pids=[server_pid, self.hub.process.pid] if n != "direct" else [server_pid])
+                               cpu_pids=[server_pid, self.hub.process.pid] if n != "direct" else [server_pid],
+                               curl_args=extra.get(n, ()))
                 if not r["ok"]:
                     raise RuntimeError("%s: bad answer %s" % (n, {k: v for k, v in r.items() if k != "samples"}))
                 runs[n].append(r["mbps"])
