@@ -405,6 +405,11 @@ class RepoAccess:
         self._white = self._compile(white_list)
         self._black = self._compile(black_list)
 
+    @property
+    def active(self) -> bool:
+        """Whether any list has an entry (else everything is allowed)."""
+        return bool(self._white or self._black)
+
     @staticmethod
     def _compile(entries: Sequence[str]) -> tuple[_Rule, ...]:
         rules = []

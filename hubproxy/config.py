@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 import types
 from dataclasses import dataclass, field
@@ -580,6 +581,23 @@ def _normalise_base_url(text: str, what: str = "a base URL") -> str:
     return f"{scheme}://{_host_port_text(host, port)}"
 
 
+def _can_listen_on(host: str) -> bool:
+    """
+    Whether C{host} is an IP address, or a name that resolves (checked at
+    load time, so a typo is one config error line, not a traceback after
+    "listening on").
+    """
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    try:
+        return bool(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP))
+    except (OSError, UnicodeError):
+        return False
+
+
 def _check_proxy_url(text: str) -> str:
     """
     Validate an upstream proxy URL; C{""} means none.
@@ -604,6 +622,10 @@ def _check_proxy_url(text: str) -> str:
         raise ValueError(f"port {port} out of range 1-65535")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{json.dumps(text)} must be only scheme://[user:pass@]host:port")
+    # what the tunnel itself will refuse at start (SOCKS5 credential sizes...)
+    from hubproxy.upstream.tunnels import parse_proxy_url
+
+    parse_proxy_url(value)
     return value
 
 
@@ -741,7 +763,10 @@ class _Reader:
     def number(self, value: object, path: Sequence[str | int], expected: str, accept: Callable[[float], bool]) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(path, f"expected {expected}, got {_describe(value)}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # TOML integers are unbounded
+            raise self.error(path, f"expected {expected}, got {_describe(value)}") from None
         if not math.isfinite(number) or not accept(number):
             raise self.error(path, f"expected {expected}, got {_describe(value)}")
         return number
@@ -812,7 +837,7 @@ def _build_server(s: Mapping[str, Any], r: _Reader) -> ServerConfig:
     host = d.host
     if "host" in s:
         host = r.string(s["host"], [p, "host"]).strip()
-        if not host or any(c.isspace() for c in host):
+        if not host or any(c.isspace() for c in host) or not _can_listen_on(host):
             raise r.error([p, "host"], f"expected an address to listen on (such as \"0.0.0.0\" or \"::\"), got {_describe(s['host'])}")
     public_url = d.public_url
     if "publicUrl" in s:
@@ -1090,6 +1115,8 @@ def _apply_environment(config: Config, environ: Mapping[str, str], warnings: lis
 
     server = config.server
     if (host := get("SERVER_HOST")) is not None:
+        if not _can_listen_on(host):
+            raise fail("SERVER_HOST", f"expected an address to listen on (such as \"0.0.0.0\" or \"::\"), got {json.dumps(host)}")
         server = dataclasses.replace(server, host=host)
     if (port := integer("SERVER_PORT", 1, 65535)) is not None:
         server = dataclasses.replace(server, port=port)

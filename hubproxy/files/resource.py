@@ -87,7 +87,12 @@ class FileProxy(AsyncLeaf):
         except RefusedURL as e:
             raise Forbidden(e.reason) from None
         access = self._app.extras.get("repo_access")
-        if access is not None and (target.owner or target.repo):
+        if access is not None and target.owner_unknown and access.active:
+            raise Forbidden(
+                "this URL names a gist by id only, so its owner cannot be checked against the"
+                " [access] lists; use the gist.github.com/<user>/<id> form"
+            )
+        if access is not None and (target.owner or target.repo) and not target.owner_unknown:
             # owner-only URLs (api.github.com /users/<u>, /orgs/<o>/repos)
             # and owner-less HF names (C{gpt2}) are checked as a bare
             # namespace: "evil" or "evil/*" blacklists them, and a whitelist

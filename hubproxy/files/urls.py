@@ -106,6 +106,9 @@ class Target:
     kind: str
     owner: str | None
     repo: str | None
+    #: the URL names something that belongs to an owner it does not say
+    #: (a gist by id): C{[access]} lists cannot be checked against it
+    owner_unknown: bool = False
 
     def text(self) -> str:
         """
@@ -337,13 +340,20 @@ def _media(url: URL, seg: tuple[str, ...]) -> Target:
 
 
 def _gist(url: URL, seg: tuple[str, ...]) -> Target:
-    if len(seg) < 2 or not seg[1]:
+    if seg and seg[0].endswith(".git"):
+        # gist.github.com/<id>.git/...: the clone URL GitHub shows, by id
+        # only; the owner is not in it.
+        owner, gist, rest, unknown = None, _name(_strip_git(seg[0]), "gist id"), seg[1:], True
+    elif len(seg) < 2 or not seg[1]:
         raise _refuse(f"Gist URLs need a user and a gist id. {_ALLOWED}")
-    owner = _name(seg[0], "gist user")
-    gist = _name(_strip_git(seg[1]), "gist id")
-    if _git_endpoint(seg[2:]) == "refs":
+    else:
+        owner, gist, rest, unknown = _name(seg[0], "gist user"), _name(_strip_git(seg[1]), "gist id"), seg[2:], False
+    endpoint = _git_endpoint(rest)
+    if endpoint == "refs":
         _check_git_service(url)
-    return Target(url, "gist", owner, gist)
+    # git smart HTTP (clone/fetch: info/refs, then a POST to git-upload-pack)
+    kind = "git" if endpoint in ("refs", "upload") else "gist"
+    return Target(url, kind, owner, gist, owner_unknown=unknown)
 
 
 def _api(url: URL, seg: tuple[str, ...]) -> Target:
@@ -355,8 +365,7 @@ def _api(url: URL, seg: tuple[str, ...]) -> Target:
     if head == "orgs" and len(seg) in (2, 3) and seg[2:] in ((), ("repos",)):
         return Target(url, "api", _name(seg[1], "organisation"), None)
     if head == "gists" and len(seg) >= 2:
-        _name(seg[1], "gist id")
-        return Target(url, "api", None, None)
+        return Target(url, "api", None, _name(seg[1], "gist id"), owner_unknown=True)
     raise _refuse(
         "Only api.github.com /repos/<owner>/<repo>, /users/<user>, "
         "/orgs/<org>/repos and /gists/<id> are proxied."

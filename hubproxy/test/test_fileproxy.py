@@ -65,6 +65,9 @@ class FakeHosts(Recorder):
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             return b"<html>Not Found</html>"
+        if host == "gist.github.com" and path == "/u/abc123.git/git-upload-pack":
+            request.setHeader(b"content-type", b"application/x-git-upload-pack-result")
+            return b"PACK" + seen["body"]
         if host == "objects.githubusercontent.com":
             if "sig" not in seen["uri"]:
                 request.setResponseCode(403)
@@ -174,6 +177,19 @@ class FileProxyTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(body, b"PACK0032want abc\n0000")
         self.assertEqual(self.upstream.seen[-1]["headers"]["content-type"], ["application/x-git-upload-pack-request"])
+
+    def test_gist_clone_posts_upload_pack(self) -> None:
+        """
+        Cloning a gist POSTs to git-upload-pack like any repository.
+        """
+        response, body = self.get(
+            "/https://gist.github.com/u/abc123.git/git-upload-pack",
+            method="POST",
+            data=b"0032want abc\n0000",
+            headers={"Content-Type": "application/x-git-upload-pack-request"},
+        )
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(body, b"PACK0032want abc\n0000")
 
     def test_push_refused(self) -> None:
         response, _ = self.get("/https://github.com/o/r/info/refs?service=git-receive-pack")

@@ -130,6 +130,27 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(self.get(h, "/https://api.github.com/users/gooduser")[0].code, 403)
         self.assertEqual(self.upstream.seen, [])
 
+    def test_gists_by_id_refused_while_lists_are_set(self) -> None:
+        """
+        Gist URLs that name no owner (the API by id, the id-only clone URL)
+        cannot be checked against the lists: refused while any list is set,
+        proxied when none is.
+        """
+        by_id = ("/https://api.github.com/gists/0123abcd",
+                 "/https://gist.github.com/0123abcd.git/info/refs?service=git-upload-pack")
+        for toml in ('[access]\nwhiteList = ["good/repo"]\n', '[access]\nblackList = ["evil"]\n'):
+            h = self.make(toml)
+            for path in by_id:
+                response, body = self.get(h, path)
+                self.assertEqual(response.code, 403, (toml, path))
+                self.assertIn(b"owner cannot be checked", body)
+            self.assertEqual(self.upstream.seen, [])
+        h = self.make('[access]\nblackList = ["evil"]\n')
+        self.assertEqual(self.get(h, "/https://gist.github.com/evil/0123abcd")[0].code, 403)
+        h = self.make("")
+        for path in by_id:
+            self.assertNotEqual(self.get(h, path)[0].code, 403, path)
+
     def test_whitelist_of_repositories(self) -> None:
         h = self.make('[access]\nwhiteList = ["ghcr.io/owner/*"]\n')
         self.assertEqual(self.get(h, "/v2/ghcr.io/owner/app/manifests/1")[0].code, 200)

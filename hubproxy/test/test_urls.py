@@ -82,7 +82,11 @@ ACCEPTED: list[tuple[str, str, str, str | None, str | None]] = [
      "https://gist.github.com/u/abc123", "gist", "u", "abc123"),
     ("/https://gist.github.com/u/abc123.git/info/refs?service=git-upload-pack",
      "https://gist.github.com/u/abc123.git/info/refs?service=git-upload-pack",
-     "gist", "u", "abc123"),
+     "git", "u", "abc123"),
+    ("/https://gist.github.com/u/abc123.git/git-upload-pack",
+     "https://gist.github.com/u/abc123.git/git-upload-pack", "git", "u", "abc123"),
+    ("/https://gist.github.com/abc123.git/info/refs?service=git-upload-pack",
+     "https://gist.github.com/abc123.git/info/refs?service=git-upload-pack", "git", None, "abc123"),
     # api.github.com
     ("/https://api.github.com/repos/o/r/releases/latest",
      "https://api.github.com/repos/o/r/releases/latest", "api", "o", "r"),
@@ -97,7 +101,7 @@ ACCEPTED: list[tuple[str, str, str, str | None, str | None]] = [
     ("/https://api.github.com/orgs/acme/repos",
      "https://api.github.com/orgs/acme/repos", "api", "acme", None),
     ("/https://api.github.com/gists/abc123",
-     "https://api.github.com/gists/abc123", "api", None, None),
+     "https://api.github.com/gists/abc123", "api", None, "abc123"),
     # codeload and release CDNs
     ("/https://codeload.github.com/o/r/tar.gz/refs/heads/main",
      "https://codeload.github.com/o/r/tar.gz/refs/heads/main", "codeload", "o", "r"),
