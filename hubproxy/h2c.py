@@ -24,10 +24,12 @@ Anything else is HTTP/1.x as before.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import protocol
 from twisted.logger import Logger
+
+from hubproxy.site import intercept_first_bytes
 
 log = Logger(namespace="hubproxy")
 
@@ -182,38 +184,13 @@ class H2CFactory(protocol.Factory):
         channel = self.site.buildProtocol(addr)
         if channel is None:
             return None
-        forward, connect = channel.dataReceived, channel.makeConnection
-        state: dict[str, Any] = {"buffer": b"", "decided": False, "transport": None}
+        pending = [b""]
 
-        def makeConnection(transport: Any) -> None:
-            state["transport"] = transport
-            connect(transport)
-
-        def decide(buffered: bytes) -> None:
-            state["decided"], state["buffer"] = True, b""
-            transport = state["transport"]
-            if buffered.startswith(H2_PREFACE) and transport is not None:
-                # What TLS would have set after ALPN; the generic channel
-                # reads it on its first dataReceived.
-                transport.negotiatedProtocol = b"h2"
-                forward(buffered)
-                return
-            head, sep, rest = buffered.partition(b"\r\n\r\n")
-            request = parse_upgrade(head) if sep and transport is not None else None
-            if request is not None and upgrade(channel, transport, request):
-                if rest:
-                    channel.dataReceived(rest)
-                return
-            forward(buffered)
-
-        def dataReceived(data: bytes) -> None:
-            if state["decided"]:
-                forward(data)
-                return
-            buffered = state["buffer"] + data
+        def decide(transport: Any, data: bytes, forward: Callable[[bytes], None]) -> bool:
+            buffered = pending[0] + data
             if len(buffered) < len(H2_PREFACE) and H2_PREFACE.startswith(buffered):
-                state["buffer"] = buffered
-                return
+                pending[0] = buffered
+                return False
             if (
                 not buffered.startswith(H2_PREFACE)
                 and b"\r\n\r\n" not in buffered
@@ -221,10 +198,22 @@ class H2CFactory(protocol.Factory):
                 and buffered[:1] != b"\x16"
             ):
                 # an HTTP/1.1 head still arriving: wait for all of it
-                state["buffer"] = buffered
-                return
-            decide(buffered)
+                pending[0] = buffered
+                return False
+            pending[0] = b""
+            if buffered.startswith(H2_PREFACE) and transport is not None:
+                # What TLS would have set after ALPN; the generic channel
+                # reads it on its first dataReceived.
+                transport.negotiatedProtocol = b"h2"
+                forward(buffered)
+                return True
+            head, sep, rest = buffered.partition(b"\r\n\r\n")
+            request = parse_upgrade(head) if sep and transport is not None else None
+            if request is not None and upgrade(channel, transport, request):
+                if rest:
+                    channel.dataReceived(rest)
+                return True
+            forward(buffered)
+            return True
 
-        channel.makeConnection = makeConnection
-        channel.dataReceived = dataReceived
-        return channel
+        return intercept_first_bytes(channel, decide)

@@ -163,6 +163,36 @@ class Root(Resource):
         return ErrorLeaf(NotFound("not found"), "text").render(request)
 
 
+def intercept_first_bytes(channel: Any, decide: Callable[[Any, bytes, Callable[[bytes], None]], bool]) -> Any:
+    """
+    Route a new connection's incoming bytes through C{decide(transport,
+    data, forward)} until it returns C{True}; after that they go straight
+    to C{channel}.  C{forward} hands bytes to the channel as it was built.
+
+    For looking at what a client sends first (a TLS ClientHello on the plain
+    port, the HTTP/2 preface, an C{Upgrade: h2c} request) before twisted.web
+    does.  While C{decide} runs, bytes the channel is fed re-entrantly go
+    straight through too (an h2c upgrade switches the channel that way).
+    """
+    forward, connect = channel.dataReceived, channel.makeConnection
+    state: dict[str, Any] = {"transport": None, "decided": False}
+
+    def makeConnection(transport: Any) -> None:
+        state["transport"] = transport
+        connect(transport)
+
+    def dataReceived(data: bytes) -> None:
+        if state["decided"]:
+            forward(data)
+            return
+        state["decided"] = True
+        state["decided"] = decide(state["transport"], data, forward)
+
+    channel.makeConnection = makeConnection
+    channel.dataReceived = dataReceived
+    return channel
+
+
 class HubproxySite(Site):
     """
     A Site that writes its access lines through L{AccessLog} (batched,
@@ -188,29 +218,19 @@ class HubproxySite(Site):
         channel = super().buildProtocol(addr)
         if channel is None:
             return None
-        forward, connect = channel.dataReceived, channel.makeConnection
-        state: dict[str, Any] = {"first": True, "transport": None}
 
-        def makeConnection(transport: Any) -> None:
-            state["transport"] = transport
-            connect(transport)
+        def decide(transport: Any, data: bytes, forward: Callable[[bytes], None]) -> bool:
+            if data[:1] == b"\x16":
+                transport.write(
+                    b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n"
+                    b"Client sent an HTTPS request to a plain HTTP port.\n"
+                )
+                transport.loseConnection()
+            else:
+                forward(data)
+            return True
 
-        def dataReceived(data: bytes) -> None:
-            if state["first"]:
-                state["first"] = False
-                if data[:1] == b"\x16":
-                    transport = state["transport"]
-                    transport.write(
-                        b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n"
-                        b"Client sent an HTTPS request to a plain HTTP port.\n"
-                    )
-                    transport.loseConnection()
-                    return
-            forward(data)
-
-        channel.makeConnection = makeConnection
-        channel.dataReceived = dataReceived
-        return channel
+        return intercept_first_bytes(channel, decide)
 
     def log(self, request: Request) -> None:  # type: ignore[override]
         if self.access_log is None:

@@ -24,6 +24,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import Request
 
+from hubproxy.acl import RepoAccess
 from hubproxy.errors import Forbidden, PayloadTooLarge
 from hubproxy.files import hf, scripts
 from hubproxy.files.urls import RefusedURL, Target, is_proxyable_host, parse_target, rewrite_location
@@ -67,6 +68,29 @@ MAX_API_JSON = 32 * 1024 * 1024
 HF_KINDS = ("hf", "hf-cdn")
 
 
+def _access_refusal(access: RepoAccess, target: Target) -> str | None:
+    """
+    Why C{[access]} refuses C{target}, or L{None}.
+
+    C{owner/repo} URLs are checked as such; owner-only URLs (api.github.com
+    C{/users/<u>}, C{/orgs/<o>/repos}) and owner-less HF names (C{gpt2}) as
+    a bare namespace, so "evil" or "evil/*" blacklists them and a whitelist
+    of single repositories does not open them; a gist named by id only
+    cannot be checked at all, so it is refused while any list is set.
+    """
+    if target.owner_unknown:
+        if access.active:
+            return (
+                "this URL names a gist by id only, so its owner cannot be checked against the"
+                " [access] lists; use the gist.github.com/<user>/<id> form"
+            )
+        return None
+    if target.owner and target.repo:
+        return access.check_github(target.owner, target.repo)
+    namespace = target.owner or target.repo
+    return access.check_github(namespace, "") if namespace else None
+
+
 class FileProxy(AsyncLeaf):
     """
     The fallback resource of the tree: everything that is not another
@@ -87,22 +111,9 @@ class FileProxy(AsyncLeaf):
         except RefusedURL as e:
             raise Forbidden(e.reason) from None
         access = self._app.extras.get("repo_access")
-        if access is not None and target.owner_unknown and access.active:
-            raise Forbidden(
-                "this URL names a gist by id only, so its owner cannot be checked against the"
-                " [access] lists; use the gist.github.com/<user>/<id> form"
-            )
-        if access is not None and (target.owner or target.repo) and not target.owner_unknown:
-            # owner-only URLs (api.github.com /users/<u>, /orgs/<o>/repos)
-            # and owner-less HF names (C{gpt2}) are checked as a bare
-            # namespace: "evil" or "evil/*" blacklists them, and a whitelist
-            # of single repositories does not open them.
-            if target.owner and target.repo:
-                reason = access.check_github(target.owner, target.repo)
-            else:
-                reason = access.check_github(target.owner or target.repo or "", "")
-            if reason:
-                raise Forbidden(reason)
+        reason = _access_refusal(access, target) if access is not None else None
+        if reason:
+            raise Forbidden(reason)
         if request.method == b"POST" and target.kind not in ("git", "api", "hf"):
             raise Forbidden("POST is only proxied for git fetches and API calls")
 

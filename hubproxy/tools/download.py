@@ -56,6 +56,14 @@ def arg(args: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
+def required_image(args: dict[str, list[str]]) -> str:
+    """The C{image} query argument; a 400 if it is missing or blank."""
+    image = (arg(args, "image") or "").strip()
+    if not image:
+        raise BadRequest("missing image parameter", code="NAME_INVALID")
+    return image
+
+
 def send_json(request: Request, payload: Any, status: int = 200) -> None:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
@@ -222,9 +230,7 @@ class ImageDownload(AsyncLeaf):
 
     async def handle(self, request: Request) -> None:
         args = query_args(request)
-        image = (arg(args, "image") or "").strip()
-        if not image:
-            raise BadRequest("missing image parameter", code="NAME_INVALID")
+        image = required_image(args)
         token = arg(args, "token")
         if token:
             payload = self._d.single_tokens.consume(token, self._d.client(request))
@@ -310,9 +316,7 @@ class ImageInfo(AsyncLeaf):
 
     async def handle(self, request: Request) -> None:
         args = query_args(request)
-        image = (arg(args, "image") or "").strip()
-        if not image:
-            raise BadRequest("missing image parameter", code="NAME_INVALID")
+        image = required_image(args)
         spec = self._d.resolver.parse(image, (arg(args, "tag") or "").strip() or None)
         data = await self._d.resolver.info(spec)
         send_json(request, {"success": True, "data": data})
