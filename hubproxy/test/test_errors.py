@@ -37,7 +37,30 @@ class Hang(Resource):
         return NOT_DONE_YET
 
 
-class H2AbortTests(SynchronousTestCase):
+class H2TestCase(SynchronousTestCase):
+    """
+    hubproxy's HTTP/2 connection serving a resource in memory (L{serve}),
+    and an h2 client talking to it.
+    """
+
+    def serve(self, resource: Resource) -> None:
+        site = Site(resource)
+        self.connection = BoundedH2Connection(Clock())
+        self.connection.requestFactory = site.requestFactory
+        self.connection.site = site
+        self.transport = StringTransport()
+        self.connection.makeConnection(self.transport)
+        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.client.initiate_connection()
+
+    def request(self, stream_id: int) -> None:
+        self.client.send_headers(
+            stream_id, [(":method", "GET"), (":path", "/x"), (":scheme", "http"), (":authority", "h")], end_stream=True
+        )
+        self.connection.dataReceived(self.client.data_to_send())
+
+
+class H2AbortTests(H2TestCase):
     def test_abort_resets_one_stream_and_finishes_its_request(self) -> None:
         """
         abort() on an HTTP/2 request sends RST_STREAM for that stream only,
@@ -45,19 +68,10 @@ class H2AbortTests(SynchronousTestCase):
         does not tell the request: the in-flight count would leak).
         """
         resource = Hang()
-        site = Site(resource)
-        connection = BoundedH2Connection(Clock())
-        connection.requestFactory = site.requestFactory
-        connection.site = site
-        transport = StringTransport()
-        connection.makeConnection(transport)
-        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        client.initiate_connection()
-        for stream_id in (1, 3):
-            client.send_headers(
-                stream_id, [(":method", "GET"), (":path", "/x"), (":scheme", "http"), (":authority", "h")], end_stream=True
-            )
-        connection.dataReceived(client.data_to_send())
+        self.serve(resource)
+        connection, transport, client = self.connection, self.transport, self.client
+        self.request(1)
+        self.request(3)
         first, second = resource.requests
         finished: list[Any] = []
         first.notifyFinish().addBoth(finished.append)
@@ -118,23 +132,10 @@ class Streaming(Resource):
         return NOT_DONE_YET
 
 
-class H2BackpressureTests(SynchronousTestCase):
+class H2BackpressureTests(H2TestCase):
     def setUp(self) -> None:
         self.resource = Streaming()
-        site = Site(self.resource)
-        self.connection = BoundedH2Connection(Clock())
-        self.connection.requestFactory = site.requestFactory
-        self.connection.site = site
-        self.transport = StringTransport()
-        self.connection.makeConnection(self.transport)
-        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        self.client.initiate_connection()
-
-    def request(self, stream_id: int) -> None:
-        self.client.send_headers(
-            stream_id, [(":method", "GET"), (":path", "/x"), (":scheme", "http"), (":authority", "h")], end_stream=True
-        )
-        self.connection.dataReceived(self.client.data_to_send())
+        self.serve(self.resource)
 
     def test_socket_backpressure_pauses_streams(self) -> None:
         """

@@ -103,6 +103,39 @@ def start_python_server(test: Any, source: str, args: list[str], port: int) -> s
     return proc
 
 
+#: Environment variables a developer's shell may set that would change what
+#: a test hubproxy does (proxies, the Go-style overrides, its config file).
+ENV_DROP = (
+    "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
+    "HUBPROXY_CONFIG", "HUBPROXY_PUBLIC_URL", "SERVER_HOST", "SERVER_PORT", "ENABLE_H2C",
+    "ENABLE_FRONTEND", "MAX_FILE_SIZE", "RATE_LIMIT", "RATE_PERIOD_HOURS", "IP_WHITELIST",
+    "IP_BLACKLIST", "ACCESS_PROXY", "MAX_IMAGES", "SKIP_TLS_VERIFY",
+)
+
+
+def clean_env() -> dict[str, str]:
+    """
+    The environment for a test hubproxy: without L{ENV_DROP}, and with
+    C{NO_PROXY=*} so nothing reaches a proxy by accident.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ENV_DROP}
+    env["NO_PROXY"] = "*"
+    return env
+
+
+class ClassScope:
+    """
+    Lets L{HubproxyProcess} (which registers its cleanups on a test) live
+    for a whole test class: its cleanups go to the class's L{Workdir}.
+    """
+
+    def __init__(self, work: Any) -> None:
+        self.work = work
+
+    def addCleanup(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        self.work.add_cleanup(lambda: fn(*args, **kwargs))
+
+
 class HubproxyProcess:
     """
     C{twistd -n hubproxy --config <file>} with the given TOML (the port is

@@ -40,35 +40,15 @@ import zipfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from hubproxy.test.integration import fixtures as F
-from hubproxy.test.integration.procs import HubproxyProcess
+from hubproxy.test.integration.procs import ClassScope, clean_env, HubproxyProcess
 
 # Environment variables that would change what the proxy subprocess does.
-_PROXY_ENV_DROP = (
-    "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
-    "HUBPROXY_CONFIG", "HUBPROXY_PUBLIC_URL", "SERVER_HOST", "SERVER_PORT", "ENABLE_H2C",
-    "ENABLE_FRONTEND", "MAX_FILE_SIZE", "RATE_LIMIT", "RATE_PERIOD_HOURS", "IP_WHITELIST",
-    "IP_BLACKLIST", "ACCESS_PROXY", "MAX_IMAGES", "SKIP_TLS_VERIFY",
-)
-
 #: C{[server] fileSize} of the strict proxy: above the 64 KiB raw blob and
 #: the ~66 KiB (chunked) pack of a full clone, below nothing else we fetch
 #: from it.
 SMALL_LIMIT = 40000
 
 PUBLIC_URL = "https://mirror.example.org"
-
-
-class _ClassScope:
-    """
-    Lets L{HubproxyProcess} (which registers its cleanups on a test) live
-    for a whole test class: its cleanups go to the class's L{F.Workdir}.
-    """
-
-    def __init__(self, work):
-        self.work = work
-
-    def addCleanup(self, fn, *args, **kwargs):
-        self.work.add_cleanup(lambda: fn(*args, **kwargs))
 
 
 def start_proxy(work, upstreams, server="", extra=""):
@@ -95,9 +75,8 @@ responseTimeout = 30
 idleTimeout = 30
 {extra}
 """.format(server=server, lines=lines, extra=extra)
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_ENV_DROP}
-    env["NO_PROXY"] = "*"
-    proxy = HubproxyProcess(_ClassScope(work), toml, env=env)
+    env = clean_env()
+    proxy = HubproxyProcess(ClassScope(work), toml, env=env)
     proxy.start(timeout=60)
     return proxy
 

@@ -25,7 +25,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from hubproxy.test.integration.procs import HubproxyProcess
+from hubproxy.test.integration.procs import HubproxyProcess, rss_kib
 
 SIZE = 4 * 1024 * 1024
 GOOD = os.urandom(SIZE)
@@ -157,7 +157,9 @@ class H2Client:
             self.sock.sendall(self.conn.data_to_send())
 
 
-class StreamResetTests(TestCase):
+class _ProxyTestCase(TestCase):
+    """A hubproxy with cleartext HTTP/2 whose github.com is the in-process upstream."""
+
     def setUp(self) -> None:
         self.upstream = _Server(("127.0.0.1", 0), _Upstream)
         threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
@@ -171,6 +173,8 @@ class StreamResetTests(TestCase):
         )
         self.proxy.start()
 
+
+class StreamResetTests(_ProxyTestCase):
     def test_broken_upstream_resets_only_its_stream(self) -> None:
         """
         Two downloads on one HTTP/2 connection; the upstream of the first
@@ -247,20 +251,10 @@ class StreamResetTests(TestCase):
         self.assertEqual(hashlib.sha256(client.body[stream]).hexdigest(), BIG_SHA256)
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
-class RealClientTests(TestCase):
+class RealClientTests(_ProxyTestCase):
     """
     The same failures as real clients see them.
     """
-
-    setUp = StreamResetTests.setUp
 
     def test_curl_sees_a_cut_body_without_length_as_an_error(self) -> None:
         """

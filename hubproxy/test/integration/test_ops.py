@@ -33,7 +33,7 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from hubproxy.test.integration import fixtures as F
-from hubproxy.test.integration.procs import HubproxyProcess
+from hubproxy.test.integration.procs import ClassScope, clean_env, HubproxyProcess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -41,22 +41,6 @@ DEPLOY = os.path.join(REPO, "deploy")
 HELLO = "library/hello:1"
 BIG = "library/big:1"
 BIG_SIZE = 6 * 1024 * 1024
-
-_PROXY_ENV_DROP = (
-    "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
-    "HUBPROXY_CONFIG", "HUBPROXY_PUBLIC_URL", "SERVER_HOST", "SERVER_PORT", "ENABLE_H2C",
-    "ENABLE_FRONTEND", "MAX_FILE_SIZE", "RATE_LIMIT", "RATE_PERIOD_HOURS", "IP_WHITELIST",
-    "IP_BLACKLIST", "ACCESS_PROXY", "MAX_IMAGES", "SKIP_TLS_VERIFY",
-)
-
-
-class _ClassScope:
-    def __init__(self, work):
-        self.work = work
-
-    def addCleanup(self, fn, *args, **kwargs):
-        self.work.add_cleanup(lambda: fn(*args, **kwargs))
-
 
 def make_pki(directory):
     """
@@ -202,9 +186,8 @@ idleTimeout = 30
 {network}
 """.format(server=server, hub=cls.hub.url, tls=cls.tls_port, upstreams=upstreams, proxy=proxy,
            network=network)
-        env = {k: v for k, v in os.environ.items() if k not in _PROXY_ENV_DROP}
-        env["NO_PROXY"] = "*"
-        hp = HubproxyProcess(_ClassScope(work), toml, env=env)
+        env = clean_env()
+        hp = HubproxyProcess(ClassScope(work), toml, env=env)
         if "tls = {" in server:
             # HubproxyProcess polls http://.../ready; wait for the TLS port instead.
             hp._log = open(hp.log_path, "wb")

@@ -33,38 +33,17 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from hubproxy.test.integration import fixtures as F
-from hubproxy.test.integration.procs import HubproxyProcess
+from hubproxy.test.integration.procs import ClassScope, clean_env, HubproxyProcess
 
 HELLO = "library/hello:1"
 MULTI = "library/multi:1"
 WEB = "team/app/web:2"
-
-# Environment variables that would change what the proxy subprocess does.
-_PROXY_ENV_DROP = (
-    "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
-    "HUBPROXY_CONFIG", "SERVER_HOST", "SERVER_PORT", "ENABLE_H2C", "ENABLE_FRONTEND",
-    "MAX_FILE_SIZE", "RATE_LIMIT", "RATE_PERIOD_HOURS", "IP_WHITELIST", "IP_BLACKLIST",
-    "ACCESS_PROXY", "MAX_IMAGES", "SKIP_TLS_VERIFY",
-)
 
 # The CDN's access log, with the Authorization header it received.
 _CDN_LOG_FORMAT = (
     "log_format cdnauth escape=json '{\"method\":\"$request_method\",\"uri\":\"$request_uri\","
     "\"status\":$status,\"bytes\":$body_bytes_sent,\"range\":\"$http_range\","
     "\"authorization\":\"$http_authorization\",\"user_agent\":\"$http_user_agent\"}';")
-
-
-class _ClassScope:
-    """
-    Lets L{HubproxyProcess} (which registers its cleanups on a test) live
-    for a whole test class: its cleanups go to the class's L{F.Workdir}.
-    """
-
-    def __init__(self, work: F.Workdir) -> None:
-        self.work = work
-
-    def addCleanup(self, fn, *args, **kwargs):
-        self.work.add_cleanup(lambda: fn(*args, **kwargs))
 
 
 class RegistryClientTests(F.SharedFixtures, SynchronousTestCase):
@@ -112,9 +91,8 @@ connectTimeout = 5
 responseTimeout = 30
 idleTimeout = 30
 """.format(hub=cls.hub.url, ghcr=cls.ghcr.url, cdn=cls.cdnreg.url, disabled=cls.disabled_port)
-        env = {k: v for k, v in os.environ.items() if k not in _PROXY_ENV_DROP}
-        env["NO_PROXY"] = "*"
-        cls.proxy = HubproxyProcess(_ClassScope(work), toml, env=env)
+        env = clean_env()
+        cls.proxy = HubproxyProcess(ClassScope(work), toml, env=env)
         cls.proxy.start(timeout=60)
         cls.host = "127.0.0.1:%d" % cls.proxy.port
         cls._dockerd = None

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 import urllib.parse
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from hubproxy.test.integration import fixtures as F
-from hubproxy.test.integration.procs import HubproxyProcess
+from hubproxy.test.integration.procs import ClassScope, clean_env, HubproxyProcess
 
 # A Docker Hub search/tags look-alike.  Any query finds an official image
 # named like it and a user image; "ratelimited" answers 429.
@@ -85,24 +84,6 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 '''
 
-_ENV_DROP = (
-    "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy",
-    "HUBPROXY_CONFIG", "SERVER_HOST", "SERVER_PORT", "ENABLE_H2C", "ENABLE_FRONTEND",
-    "MAX_FILE_SIZE", "RATE_LIMIT", "RATE_PERIOD_HOURS", "IP_WHITELIST", "IP_BLACKLIST",
-    "ACCESS_PROXY", "MAX_IMAGES", "SKIP_TLS_VERIFY",
-)
-
-
-class ClassScope:
-    """Lets L{HubproxyProcess} live for a whole class (cleanups go to the workdir)."""
-
-    def __init__(self, work):
-        self.work = work
-
-    def addCleanup(self, fn, *args, **kwargs):
-        self.work.add_cleanup(lambda: fn(*args, **kwargs))
-
-
 class Stack:
     pass
 
@@ -146,8 +127,7 @@ connectTimeout = 5
 responseTimeout = 30
 idleTimeout = 30
 """.format(registry=s.registry.url, hub=s.hub_url, max_images=max_images)
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    env["NO_PROXY"] = "*"
+    env = clean_env()
     s.proxy = HubproxyProcess(ClassScope(work), toml, env=env)
     s.proxy.start(timeout=60)
     return s
@@ -338,8 +318,7 @@ requestLimit = 100000
 [upstreams]
 "registry.hub.docker.com" = "http://127.0.0.1:%d"
 """ % cls.hub_port
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-        env["NO_PROXY"] = "*"
+        env = clean_env()
         cls.proxy = HubproxyProcess(ClassScope(work), toml, env=env)
         cls.proxy.start(timeout=60)
 
