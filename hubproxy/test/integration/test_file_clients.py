@@ -174,6 +174,27 @@ class GitHubFileTests(F.SharedFixtures, SynchronousTestCase):
         with open(os.path.join(dest, "data", "blob.bin"), "rb") as f:
             self.assertEqual(f.read(), self.gh.files["data/blob.bin"])
 
+    def test_clone_gist(self):
+        """
+        A gist clone with the URL GitHub shows (C{gist.github.com/<user>/
+        <id>.git}): discovery, then the upload-pack POST, through the
+        proxy.  The id-only clone URL names no owner, so with an access
+        list set it is refused (git fails, the proxy says why).
+        """
+        proxy = start_proxy(self.work, {"gist.github.com": self.gh.url})
+        dest = self.clone(url=self.url("https://gist.github.com/%s/%s.git" % (self.gh.owner, self.gh.repo), proxy))
+        for name, data in self.gh.files.items():
+            with open(os.path.join(dest, name), "rb") as f:
+                self.assertEqual(f.read(), data, name)
+        self.assertRegex(proxy.log(), r'"POST /https://gist\.github\.com/owner/repo\.git/git-upload-pack HTTP/1\.1" 200')
+        listed = start_proxy(self.work, {"gist.github.com": self.gh.url}, extra='\n[access]\nblackList = ["evil"]\n')
+        p = F.git("clone", "-q", self.url("https://gist.github.com/%s.git" % self.gh.repo, listed),
+                  os.path.join(self.work.sub("clones"), "refused"),
+                  env={"GIT_TERMINAL_PROMPT": "0"}, timeout=60, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("403", p.stderr)
+        self.assertRegex(listed.log(), r'"GET /https://gist\.github\.com/repo\.git/info/refs\?service=git-upload-pack HTTP/1\.1" 403')
+
     def test_clone_insteadof(self):
         """The README's usage: C{url.<proxy>/https://github.com/.insteadOf}."""
         rule = "url.%s/https://github.com/.insteadOf=https://github.com/" % self.proxy.url
